@@ -1,0 +1,131 @@
+"""Events journeyflow emits (actions, alerts, live triggers, dead letters) and
+the feedback marketing automation sends back.
+
+Every output carries its own id (derived from its cause, so re-processing
+re-emits the same id and consumers can dedupe), the id of the event that
+caused it, the decision time (event time: replaying gives the same outputs),
+the model version where a model was used, and a human-readable reason.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.vocabulary import Channel
+
+Severity = Literal["info", "warning", "critical"]
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    id: Annotated[str, Field(description="Deterministic: the same cause gives the same id.")]
+    customer_id: str
+    cause_event_id: str
+    rule_id: str
+    decided_at: Annotated[
+        AwareDatetime, Field(description="Event time of the decision (the cause's occurred_at).")
+    ]
+    emitted_at: Annotated[
+        AwareDatetime | None,
+        Field(description="Wall-clock time the worker sent it; not part of replay equality."),
+    ] = None
+    model_version: str | None = None
+    reason: str
+
+
+class Action(_Output):
+    """A next-best-action for marketing automation (topic ``journeyflow.actions``)."""
+
+    kind: Literal["action"] = "action"
+    action: Annotated[str, Field(description="What to do, e.g. send_coupon.")]
+    channel: Channel | None = Field(default=None, description="Where to reach the customer.")
+    priority: int = 0
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Alert(_Output):
+    """An alert for people (topic ``journeyflow.alerts``), keyed by ``routing_key``."""
+
+    kind: Literal["alert"] = "alert"
+    alert_type: str
+    severity: Severity = "warning"
+    routing_key: Annotated[
+        str, Field(description="Who should see it: a store id, a sales rep id, or the customer id.")
+    ]
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class LiveTrigger(_Output):
+    """A real-time cue for a livestream team (topic ``journeyflow.live-triggers``),
+    keyed by ``live_room_id``."""
+
+    kind: Literal["live_trigger"] = "live_trigger"
+    trigger_type: str
+    live_room_id: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+DeadLetterReason = Literal[
+    "malformed_json",
+    "not_an_object",
+    "schema_violation",
+    "unknown_event_type",
+    "unsupported_schema_version",
+    "future_timestamp",
+    "too_late",
+    "invalid_identifier",
+]
+
+
+class FieldError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    message: str
+
+
+class DeadLetter(BaseModel):
+    """An input that could not be processed (topic ``journeyflow.dlq``).
+
+    Keeps the original bytes (base64) for repair; the DLQ topic has a bounded
+    retention, which is part of the erasure promise.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    kind: Literal["dead_letter"] = "dead_letter"
+    id: str
+    reason_code: DeadLetterReason
+    reason: str
+    errors: list[FieldError] = Field(default_factory=list)
+    event_id: str | None = None
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    record_timestamp_ms: int | None = None
+    original_b64: str
+
+
+FeedbackOutcome = Literal[
+    "delivered", "opened", "clicked", "converted", "failed", "unsubscribed", "ignored"
+]
+
+
+class Feedback(BaseModel):
+    """What happened to an action, sent back by marketing automation
+    (topic ``journeyflow.feedback``, keyed by ``customer_id``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    schema_version: Literal[1] = 1
+    feedback_id: Annotated[str, Field(min_length=1)]
+    action_id: Annotated[str, Field(min_length=1)]
+    customer_id: Annotated[str, Field(min_length=1)]
+    outcome: FeedbackOutcome
+    occurred_at: AwareDatetime
+    properties: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,77 @@
+"""Broker-side housekeeping: reachability checks and explicit topic creation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from streams.errors import JourneyflowError
+from streams.settings import Settings
+from streams.topics import TopicSpec, topics_for
+
+
+async def _admin(bootstrap: str, timeout: float) -> AIOKafkaAdminClient:
+    client = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000)
+    )
+    try:
+        await asyncio.wait_for(client.start(), timeout)
+    except (TimeoutError, KafkaConnectionError, KafkaError, OSError):
+        await client.close()
+        raise JourneyflowError(
+            f"cannot reach Kafka at {bootstrap}: is the broker running? "
+            "(`journeyflow kafka start`, or set JOURNEYFLOW_KAFKA_BOOTSTRAP)"
+        ) from None
+    return client
+
+
+async def check_broker(bootstrap: str, timeout: float = 10.0) -> None:
+    """Raise JourneyflowError in one line when the broker does not answer."""
+    client = await _admin(bootstrap, timeout)
+    await client.close()
+
+
+async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create missing topics with the configured partitions; return those created.
+
+    An existing topic with another partition count is an error: the journey
+    table is co-partitioned with its input, and growing partitions would send
+    customers to the wrong state.
+    """
+    specs = topics_for(settings).all()
+    client = await _admin(settings.bootstrap, timeout)
+    try:
+        existing = set(await client.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        present = [s.name for s in specs if s.name in existing]
+        if present:
+            described = await client.describe_topics(present)
+            for info in described:
+                count = len(info.get("partitions", []))
+                if count and count != settings.partitions:
+                    raise JourneyflowError(
+                        f"topic {info['topic']} has {count} partitions but "
+                        f"JOURNEYFLOW_PARTITIONS={settings.partitions}; they must match"
+                    )
+        if missing:
+            # another worker may create them at the same moment
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await client.create_topics([_new_topic(s, settings) for s in missing])
+        return [s.name for s in missing]
+    finally:
+        await client.close()
+
+
+def _new_topic(spec: TopicSpec, settings: Settings) -> NewTopic:
+    config = dict(spec.config)
+    if settings.min_insync_replicas:
+        config["min.insync.replicas"] = str(settings.min_insync_replicas)
+    return NewTopic(
+        name=spec.name,
+        num_partitions=settings.partitions,
+        replication_factor=settings.replication_factor,
+        topic_configs=config,
+    )

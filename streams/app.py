@@ -1,0 +1,353 @@
+"""The Faust shell: topics, the journey table, agents and web views.
+
+Agents wire, they do not decide: decode, call the core, write the table,
+send outputs, count. Every business rule lives in ``streams.core``.
+
+Flow: ``touchpoints`` --[admit_touchpoints]--> ``<app>-touchpoints-by-customer``
+(keyed by customer id, co-partitioned with the journey table)
+--[update_journeys]--> table + ``actions`` / ``alerts`` / ``live-triggers``.
+Bad input goes to ``dlq`` at the first step.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from faust.exceptions import SameNode
+from faust.web import Request, Response, View
+from faust.web.exceptions import ServiceUnavailable
+from prometheus_client import CollectorRegistry, generate_latest
+
+from schemas.codec import InvalidEvent, encode, validate_touchpoint
+from schemas.outputs import Action, Alert, DeadLetter, LiveTrigger
+from streams.config import core_config, ingest_policy
+from streams.core.engine import step
+from streams.core.errors import CoreError
+from streams.core.identity import customer_id_for, normalise, normalise_all, parse_typed
+from streams.core.ingest import Admitted, RecordMeta, admit, dead_letter
+from streams.core.journey import decode_state, encode_state
+from streams.core.pii import InvalidIdentifier
+from streams.core.profile import profile_view
+from streams.core.rules import Output
+from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.topics import Topics, topics_for
+
+log = logging.getLogger("journeyflow")
+
+#: Largest POST /v1/events body and batch.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_BATCH = 10_000
+#: Prometheus text format (aiohttp wants the charset outside content_type).
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+
+
+@dataclass
+class Journeyflow:
+    """The running application: the Faust app plus what tests and the CLI need."""
+
+    app: faust.App
+    settings: Settings
+    topics: Topics
+    metrics: Metrics
+    journeys: Any  # faust Table
+
+
+def _json(view: View, body: Any, status: int = 200) -> Response:
+    return view.bytes(orjson.dumps(body), content_type="application/json", status=status)
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Journeyflow:
+    """Build the Faust app for these settings (no I/O until the worker starts)."""
+    core = core_config(settings)
+    policy = ingest_policy(settings)
+    metrics = Metrics(registry or CollectorRegistry())
+    specs = topics_for(settings)
+    datadir = settings.data_dir / f"{settings.app_id}-worker-{settings.web_port}"
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(datadir),
+        autodiscover=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_port=settings.web_port,
+        web_bind=settings.web_bind,
+        web_host=settings.web_host,
+        web_enabled=True,
+        table_standby_replicas=0,
+        broker_commit_interval=1.0,
+    )
+
+    def topic(name: str, **kwargs: Any) -> faust.TopicT:
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+            **kwargs,
+        )
+
+    touchpoints = topic(specs.touchpoints.name)
+    keyed = topic(specs.keyed.name)
+    dlq = topic(specs.dlq.name)
+    out_topics = {
+        "action": topic(specs.actions.name),
+        "alert": topic(specs.alerts.name),
+        "live_trigger": topic(specs.live_triggers.name),
+    }
+    table_options: dict[str, Any] = {}
+    if settings.store == "rocksdb":
+        table_options = {
+            "driver": "rocksdict",
+            "block_cache_size": settings.rocksdb_block_cache_mb * 1024 * 1024,
+        }
+    journeys = app.Table(
+        "journeys",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+        options=table_options,
+    )
+
+    async def send_dead_letter(letter: DeadLetter) -> None:
+        key = letter.event_id.encode() if letter.event_id else None
+        await dlq.send(key=key, value=encode(letter))
+        metrics.events.labels("dead_lettered").inc()
+        metrics.dead_letters.labels(letter.reason_code).inc()
+
+    async def send_output(output: Output, now: datetime) -> None:
+        stamped = output.model_copy(update={"emitted_at": now})
+        if isinstance(stamped, Action):
+            key = stamped.customer_id
+        elif isinstance(stamped, Alert):
+            key = stamped.routing_key
+        else:
+            assert isinstance(stamped, LiveTrigger)
+            key = stamped.live_room_id
+        await out_topics[stamped.kind].send(key=key.encode(), value=encode(stamped))
+        metrics.outputs.labels(stamped.kind, stamped.rule_id).inc()
+
+    @app.agent(touchpoints, name="admit_touchpoints")
+    async def admit_touchpoints(stream: faust.StreamT) -> None:
+        """Validate, hash PII, re-key by customer; bad input to the DLQ."""
+        async for event in stream.events():
+            msg = event.message
+            meta = RecordMeta(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
+            raw = event.value if event.value is not None else b""
+            result = admit(raw, meta, policy)
+            if isinstance(result, DeadLetter):
+                await send_dead_letter(result)
+            else:
+                await keyed.send(key=result.customer_id.encode(), value=result.to_bytes())
+
+    @app.agent(keyed, name="update_journeys")
+    async def update_journeys(stream: faust.StreamT) -> None:
+        """Fold each admitted event into its customer's journey; emit decisions."""
+        async for event in stream.events():
+            msg = event.message
+            started = time.perf_counter()
+            try:
+                admitted = Admitted.from_internal(event.value, event.key.decode())
+            except (InvalidEvent, UnicodeDecodeError, AttributeError) as exc:
+                meta = RecordMeta(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
+                await send_dead_letter(
+                    dead_letter(event.value or b"", meta, "schema_violation", f"internal: {exc}")
+                )
+                continue
+            key = event.key
+            raw_state = journeys.get(key)
+            result = step(decode_state(raw_state) if raw_state else None, admitted, core)
+            if result.state is None:
+                journeys.pop(key, None)
+            else:
+                journeys[key] = encode_state(result.state)
+            metrics.events.labels(result.outcome).inc()
+            now = datetime.now(UTC)
+            for output in result.outputs:
+                await send_output(output, now)
+            metrics.step_seconds.observe(time.perf_counter() - started)
+            metrics.pipeline_seconds.observe(max(0.0, time.time() - msg.timestamp))
+
+    @app.timer(interval=5.0)
+    async def refresh_gauges() -> None:
+        """Consumer lag per assigned partition, and readiness."""
+        monitor = app.monitor
+        ends = getattr(monitor, "tp_end_offsets", None) or {}
+        committed = getattr(monitor, "tp_committed_offsets", None) or {}
+        for tp in app.consumer.assignment() if app.consumer else ():
+            end = ends.get(tp)
+            if end is None:
+                continue
+            done = committed.get(tp) or 0
+            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
+        metrics.ready.set(1 if is_ready() else 0)
+
+    def is_ready() -> bool:
+        recovery = app.tables.recovery
+        return (
+            not app.rebalancing
+            and not recovery.in_recovery
+            and recovery.completed.is_set()
+            and bool(app.consumer and app.consumer.assignment() is not None)
+        )
+
+    def authorised(request: Request) -> bool:
+        if settings.api_key is None:
+            return True
+        given = request.headers.get("X-API-Key", "")
+        return hmac.compare_digest(given, settings.api_key.get_secret_value())
+
+    @app.page("/v1/events")
+    class EventsView(View):
+        """POST a JSON array or NDJSON of touchpoints; per-event errors come back."""
+
+        async def post(self, request: Request) -> Response:
+            if not authorised(request):
+                return _json(self, {"error": "missing or wrong X-API-Key"}, 401)
+            body = await request.read()
+            if len(body) > MAX_BODY_BYTES:
+                return _json(self, {"error": f"body over {MAX_BODY_BYTES} bytes"}, 413)
+            try:
+                items = parse_batch(body)
+            except ValueError as exc:
+                return _json(self, {"error": str(exc)}, 400)
+            accepted: list[tuple[bytes, bytes]] = []
+            rejected: list[dict[str, Any]] = []
+            for index, item in enumerate(items):
+                if item is _INVALID_LINE:
+                    rejected.append(
+                        {
+                            "index": index,
+                            "event_id": None,
+                            "reason_code": "malformed_json",
+                            "errors": [{"field": "(root)", "message": "line is not valid JSON"}],
+                        }
+                    )
+                    continue
+                try:
+                    event = validate_touchpoint(item)
+                    key = customer_id_for(normalise_all(event.identities, policy.pii_key))
+                except InvalidEvent as exc:
+                    rejected.append(
+                        {
+                            "index": index,
+                            "event_id": exc.event_id,
+                            "reason_code": exc.code,
+                            "errors": [e.model_dump() for e in exc.errors],
+                        }
+                    )
+                    continue
+                except InvalidIdentifier as exc:
+                    rejected.append(
+                        {
+                            "index": index,
+                            "event_id": event.event_id,
+                            "reason_code": "invalid_identifier",
+                            "errors": [{"field": "identities", "message": str(exc)}],
+                        }
+                    )
+                    continue
+                accepted.append((key.encode(), orjson.dumps(item)))
+            pending = [await touchpoints.send(key=k, value=v) for k, v in accepted]
+            for future in pending:
+                await future  # acknowledged by the broker before we answer
+            metrics.http_events.labels("accepted").inc(len(accepted))
+            metrics.http_events.labels("rejected").inc(len(rejected))
+            status = 422 if items and not accepted else 202
+            return _json(self, {"accepted": len(accepted), "rejected": rejected}, status)
+
+    @app.page("/v1/customers/{identifier}")
+    class CustomerView(View):
+        """The journey of the customer behind ``TYPE:VALUE``, from whichever worker owns it."""
+
+        async def get(self, request: Request, identifier: str) -> Response:
+            if not authorised(request):
+                return _json(self, {"error": "missing or wrong X-API-Key"}, 401)
+            try:
+                kind, value = parse_typed(identifier)
+                customer_id = f"{kind}:{normalise(kind, value, policy.pii_key)}"
+            except CoreError as exc:
+                return _json(self, {"error": str(exc)}, 400)
+            key = customer_id.encode()
+            try:
+                return await app.router.route_req(journeys.name, key, self.web, request)
+            except SameNode:
+                pass
+            except ServiceUnavailable:
+                return _json(self, {"error": "no worker owns this key yet, retry"}, 503)
+            raw_state = journeys.get(key)
+            if raw_state is None:
+                return _json(self, {"error": f"no journey for {kind}:…", "customer": None}, 404)
+            return _json(self, profile_view(decode_state(raw_state)))
+
+    @app.page("/metrics")
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            metrics.ready.set(1 if is_ready() else 0)
+            return self.bytes(generate_latest(metrics.registry), content_type=PROMETHEUS_TEXT)
+
+    @app.page("/healthz")
+    class HealthView(View):
+        async def get(self, request: Request) -> Response:
+            return _json(self, {"status": "ok"})
+
+    @app.page("/readyz")
+    class ReadyView(View):
+        async def get(self, request: Request) -> Response:
+            ready = is_ready()
+            return _json(self, {"ready": ready}, 200 if ready else 503)
+
+    return Journeyflow(app=app, settings=settings, topics=specs, metrics=metrics, journeys=journeys)
+
+
+def parse_batch(body: bytes) -> list[Any]:
+    """A JSON array, one JSON object, or NDJSON (one object per line).
+
+    Lines that are not JSON come back as ``InvalidJson`` markers so the caller
+    reports them per line instead of failing the whole batch.
+    """
+    text = body.strip()
+    if not text:
+        raise ValueError("empty body: send a JSON array or NDJSON of touchpoint events")
+    if text[:1] == b"[":
+        try:
+            items = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"body is not a valid JSON array: {exc}") from None
+    else:
+        items = []
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            try:
+                items.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                items.append(_INVALID_LINE)
+    if len(items) > MAX_BATCH:
+        raise ValueError(f"batch of {len(items)} events is over the limit of {MAX_BATCH}")
+    return items
+
+
+class _InvalidLine:
+    """Stands for an NDJSON line that was not JSON; validation rejects it."""
+
+
+_INVALID_LINE = _InvalidLine()

@@ -1,0 +1,400 @@
+"""The ``journeyflow`` command.
+
+Every command reads ``JOURNEYFLOW_*`` variables (see the README); options
+override them. Infrastructure and configuration faults end the command with
+one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from streams.errors import JourneyflowError
+from streams.settings import DEV_PII_KEY, Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fails_cleanly(fn: F) -> F:
+    """Turn a JourneyflowError into one line on stderr and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except JourneyflowError as exc:
+            click.echo(f"journeyflow: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(package_name="journeyflow")
+def main() -> None:
+    """journeyflow: real-time customer journeys from Kafka touchpoints."""
+    # aiokafka logs every retry (e.g. a leader election right after topics are
+    # created) as a warning; the CLI reports real failures itself. The worker
+    # configures its own logging through Faust.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+
+
+# --------------------------------------------------------------------- worker
+
+
+@main.command()
+@click.option("--web-port", type=int, help="HTTP port (default 6066, JOURNEYFLOW_WEB_PORT).")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Local state folder.")
+@click.option("--store", type=click.Choice(["rocksdb", "memory"]), help="Table store.")
+@fails_cleanly
+def worker(web_port: int | None, data_dir: Path | None, store: str | None) -> None:
+    """Run a stream worker (join the consumer group, serve HTTP)."""
+    settings = load_settings(web_port=web_port, data_dir=data_dir, store=store)
+    run_worker(settings)
+
+
+def run_worker(settings: Settings) -> None:
+    from faust import Worker
+
+    from streams.admin import check_broker, ensure_topics
+    from streams.app import create_app
+
+    asyncio.run(check_broker(settings.bootstrap))
+    created = asyncio.run(ensure_topics(settings))
+    if created:
+        click.echo(f"created topics: {', '.join(created)}", err=True)
+    if settings.pii_key.get_secret_value() == DEV_PII_KEY:
+        click.echo(
+            "journeyflow: warning: JOURNEYFLOW_PII_KEY is the development key; "
+            "set a secret one in production",
+            err=True,
+        )
+    jf = create_app(settings)
+    Worker(jf.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+# ---------------------------------------------------------------------- kafka
+
+
+@main.group()
+def kafka() -> None:
+    """Run a local single-node Apache Kafka (KRaft) for development and tests."""
+
+
+def _kafka_dir(data_dir: Path | None) -> Path:
+    return data_dir if data_dir else load_settings().data_dir / "kafka"
+
+
+@kafka.command("start")
+@click.option("--port", type=int, default=9092, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Default .journeyflow/kafka.")
+@fails_cleanly
+def kafka_start(port: int, data_dir: Path | None) -> None:
+    """Start the broker (fetching its jars with Maven on first use); print its address."""
+    from streams import broker
+
+    click.echo(broker.start(port=port, data_dir=_kafka_dir(data_dir)))
+
+
+@kafka.command("stop")
+@click.option("--data-dir", type=click.Path(path_type=Path))
+@fails_cleanly
+def kafka_stop(data_dir: Path | None) -> None:
+    """Stop the broker started from this data folder."""
+    from streams import broker
+
+    stopped = broker.stop(data_dir=_kafka_dir(data_dir))
+    click.echo("stopped" if stopped else "not running")
+
+
+@kafka.command("status")
+@click.option("--data-dir", type=click.Path(path_type=Path))
+@fails_cleanly
+def kafka_status(data_dir: Path | None) -> None:
+    """Say whether the broker is running, and where."""
+    from streams import broker
+
+    st = broker.status(data_dir=_kafka_dir(data_dir))
+    if st.running:
+        click.echo(f"running pid={st.pid} bootstrap={st.bootstrap}")
+    else:
+        click.echo("not running")
+        sys.exit(3)
+
+
+# -------------------------------------------------------------------- publish
+
+
+@main.command()
+@click.argument("source", type=click.File("rb"))
+@click.option("--no-validate", is_flag=True, help="Send lines as they are (bad ones dead-letter).")
+@fails_cleanly
+def publish(source: Any, no_validate: bool) -> None:
+    """Publish NDJSON touchpoints from FILE (or - for stdin) to the touchpoints topic."""
+    from streams.admin import check_broker
+    from streams.producer import TouchpointProducer
+
+    settings = load_settings()
+
+    async def go() -> Any:
+        await check_broker(settings.bootstrap)
+        async with TouchpointProducer(settings, validate=not no_validate) as producer:
+            return await producer.publish_lines(source)
+
+    summary = asyncio.run(go())
+    for r in summary.rejected[:50]:
+        click.echo(f"line {r.line}: rejected ({r.reason_code}) {r.message}", err=True)
+    if len(summary.rejected) > 50:
+        click.echo(f"... and {len(summary.rejected) - 50} more rejected lines", err=True)
+    click.echo(f"accepted {summary.accepted}, rejected {len(summary.rejected)}")
+    sys.exit(1 if summary.rejected and not summary.accepted else 0)
+
+
+# ------------------------------------------------------------------- simulate
+
+
+def _records(seed: int, customers: int, rate: float, dirty: float) -> Iterator[Any]:
+    from streams.simulate import SimulationConfig, simulate
+
+    config = SimulationConfig(
+        seed=seed,
+        customers=customers,
+        start=datetime.now(UTC),
+        events_per_second=rate,
+        dirty_share=dirty,
+    )
+    return simulate(config)
+
+
+@main.command()
+@click.option("--rate", type=float, default=50.0, show_default=True, help="Events per second.")
+@click.option("--count", type=int, default=1000, show_default=True, help="0 = until Ctrl-C.")
+@click.option("--customers", type=int, default=2000, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--dirty-share", type=float, default=0.03, show_default=True)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Write NDJSON to this file (- for stdout) instead of Kafka; no pacing.",
+)
+@fails_cleanly
+def simulate(
+    rate: float, count: int, customers: int, seed: int, dirty_share: float, output: Path | None
+) -> None:
+    """Generate seeded, realistic multi-channel traffic (with some dirty input)."""
+    records = _records(seed, customers, rate, dirty_share)
+    if count:
+        records = itertools.islice(records, count)
+    if output is not None:
+        out = sys.stdout.buffer if str(output) == "-" else output.open("wb")
+        n = 0
+        for rec in records:
+            out.write(rec.value.replace(b"\n", b" ") + b"\n")
+            n += 1
+        out.flush()
+        if out is not sys.stdout.buffer:
+            out.close()
+            click.echo(f"wrote {n} events to {output}", err=True)
+        return
+    settings = load_settings()
+    sent = asyncio.run(produce_paced(settings, records, rate, progress=True))
+    click.echo(f"sent {sent} events to {settings.topic('touchpoints')}")
+
+
+async def produce_paced(
+    settings: Settings, records: Any, rate: float, progress: bool = False
+) -> int:
+    """Send simulated records at ``rate`` per second of wall time."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.admin import check_broker
+
+    await check_broker(settings.bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=5)
+    await producer.start()
+    topic = settings.topic("touchpoints")
+    sent = 0
+    started = time.monotonic()
+    try:
+        for rec in records:
+            await producer.send(topic, rec.value, key=rec.key)
+            sent += 1
+            ahead = sent / rate - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            if progress and sent % 1000 == 0:
+                click.echo(f"sent {sent} events", err=True)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+# -------------------------------------------------------------------- profile
+
+
+@main.command()
+@click.argument("identifier")
+@click.option("--url", help="Worker URL (default http://127.0.0.1:<JOURNEYFLOW_WEB_PORT>).")
+@fails_cleanly
+def profile(identifier: str, url: str | None) -> None:
+    """Show the journey of the customer behind TYPE:VALUE (e.g. phone:13800138000)."""
+    from streams.core.errors import CoreError
+    from streams.core.identity import parse_typed
+
+    settings = load_settings()
+    try:
+        parse_typed(identifier)
+    except CoreError as exc:
+        raise JourneyflowError(str(exc)) from None
+    base = url or f"http://127.0.0.1:{settings.web_port}"
+    request = urllib.request.Request(
+        f"{base}/v1/customers/{urllib.request.quote(identifier, safe=':')}"
+    )
+    if settings.api_key:
+        request.add_header("X-API-Key", settings.api_key.get_secret_value())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise JourneyflowError(f"no journey for {identifier}") from None
+        raise JourneyflowError(f"worker answered {exc.code}: {exc.read()[:200]!r}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise JourneyflowError(f"cannot reach the worker at {base}: {exc}") from None
+    click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+
+
+# ------------------------------------------------------------------------- up
+
+
+@main.command()
+@click.option("--rate", type=float, default=20.0, show_default=True, help="Simulated events/s.")
+@click.option("--kafka-port", type=int, default=9092, show_default=True)
+@click.option("--web-port", type=int, help="Worker HTTP port (default 6066).")
+@fails_cleanly
+def up(rate: float, kafka_port: int, web_port: int | None) -> None:
+    """The main job: broker (unless configured), worker, simulated traffic, live output.
+
+    Prints actions, alerts and live triggers as they happen until Ctrl-C, then
+    stops everything it started.
+    """
+    from streams import broker
+
+    settings = load_settings(web_port=web_port)
+    started_broker: Path | None = None
+    if settings.kafka_bootstrap is None:
+        kafka_dir = settings.data_dir / "kafka"
+        click.echo("starting a local Apache Kafka broker ...", err=True)
+        bootstrap = broker.start(port=kafka_port, data_dir=kafka_dir)
+        started_broker = kafka_dir
+        settings = load_settings(web_port=web_port, kafka_bootstrap=bootstrap)
+    env = {**os.environ, "JOURNEYFLOW_KAFKA_BOOTSTRAP": settings.bootstrap}
+    env["JOURNEYFLOW_WEB_PORT"] = str(settings.web_port)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.data_dir / "worker.log"
+    worker_proc: subprocess.Popen[bytes] | None = None
+    try:
+        with log_path.open("ab") as log_file:
+            worker_proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        web = f"http://127.0.0.1:{settings.web_port}"
+        click.echo(
+            f"worker starting (log: {log_path})\n"
+            f"  metrics   {web}/metrics\n"
+            f"  profile   journeyflow profile live_viewer_id:douyin:<id>  "
+            f"(or {web}/v1/customers/TYPE:VALUE)\n"
+            f"  ingest    POST {web}/v1/events\n"
+            f"simulating {rate:g} events/s; actions, alerts and live triggers appear below. "
+            "Ctrl-C stops everything.",
+            err=True,
+        )
+        asyncio.run(_watch(settings, rate, worker_proc))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        click.echo("\nstopping ...", err=True)
+        if worker_proc is not None and worker_proc.poll() is None:
+            worker_proc.send_signal(signal.SIGTERM)
+            try:
+                worker_proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker_proc.kill()
+        if started_broker is not None:
+            broker.stop(data_dir=started_broker)
+        click.echo("stopped", err=True)
+
+
+async def _watch(settings: Settings, rate: float, worker_proc: subprocess.Popen[bytes]) -> None:
+    """Feed simulated traffic and print every output as it arrives."""
+    from aiokafka import AIOKafkaConsumer
+
+    from streams.admin import ensure_topics
+
+    await ensure_topics(settings)
+    consumer = AIOKafkaConsumer(
+        settings.topic("actions"),
+        settings.topic("alerts"),
+        settings.topic("live-triggers"),
+        bootstrap_servers=settings.bootstrap,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    feeder = asyncio.create_task(
+        produce_paced(settings, _records(int(time.time()), 2000, rate, 0.03), rate)
+    )
+    try:
+        while True:
+            if worker_proc.poll() is not None:
+                raise JourneyflowError(
+                    f"the worker exited with status {worker_proc.returncode}; "
+                    f"see {settings.data_dir / 'worker.log'}"
+                )
+            if feeder.done() and feeder.exception():
+                raise JourneyflowError(f"traffic simulator failed: {feeder.exception()}")
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    click.echo(describe_output(json.loads(record.value)))
+    finally:
+        feeder.cancel()
+        await consumer.stop()
+
+
+def describe_output(out: dict[str, Any]) -> str:
+    """One line per output for the terminal."""
+    kind = out.get("kind", "?")
+    when = str(out.get("decided_at", ""))[11:19]
+    if kind == "action":
+        what = f"{out['action']} {out.get('params', {})}"
+    elif kind == "alert":
+        what = f"{out['alert_type']} ({out['severity']}) -> {out['routing_key']}"
+    else:
+        what = f"{out.get('trigger_type')} in {out.get('live_room_id')}"
+    return f"{when} {kind:<12} {what} | {out['customer_id']} | {out['reason']}"
+
+
+if __name__ == "__main__":
+    main()

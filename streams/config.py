@@ -1,0 +1,71 @@
+"""Loading the core's configuration (stage model, rules) from files.
+
+The core only parses data; this shell module reads the shipped JSON files
+or a brand's own.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from streams.core.engine import CoreConfig
+from streams.core.errors import CoreError
+from streams.core.ingest import IngestPolicy
+from streams.core.journey import JourneyLimits
+from streams.core.pii import PiiKey
+from streams.core.rules import RuleSet, parse_rules
+from streams.core.stages import StageModel, parse_stage_model
+from streams.errors import JourneyflowError
+from streams.settings import Settings
+
+
+def _read_json(path: Path | str, what: str) -> Any:
+    try:
+        if isinstance(path, Path):
+            text = path.read_text(encoding="utf-8")
+        else:
+            text = resources.files("streams.core").joinpath(path).read_text(encoding="utf-8")
+        return json.loads(text)
+    except FileNotFoundError:
+        raise JourneyflowError(f"{what}: no such file {path}") from None
+    except json.JSONDecodeError as exc:
+        raise JourneyflowError(f"{what}: {path} is not valid JSON: {exc}") from None
+
+
+def load_stage_model(name_or_path: str) -> StageModel:
+    """A shipped stage model by name (``aipl``) or a JSON file of one."""
+    if name_or_path.endswith(".json"):
+        data = _read_json(Path(name_or_path), "stage model")
+    else:
+        data = _read_json(f"stage_models/{name_or_path}.json", f"stage model {name_or_path!r}")
+    try:
+        return parse_stage_model(data)
+    except CoreError as exc:
+        raise JourneyflowError(str(exc)) from None
+
+
+def load_rules(path: Path | None) -> RuleSet:
+    """The shipped decision rules, or a brand's own JSON file."""
+    data = _read_json(path, "rules") if path else _read_json("rules/default.json", "rules")
+    try:
+        return parse_rules(data)
+    except CoreError as exc:
+        raise JourneyflowError(str(exc)) from None
+
+
+def core_config(settings: Settings) -> CoreConfig:
+    return CoreConfig(
+        stage_model=load_stage_model(settings.stage_model),
+        rules=load_rules(settings.rules_file),
+        limits=JourneyLimits(recent_event_ids=settings.dedupe_window),
+    )
+
+
+def ingest_policy(settings: Settings) -> IngestPolicy:
+    return IngestPolicy(
+        pii_key=PiiKey(settings.pii_key_id, settings.pii_key.get_secret_value().encode()),
+        max_future_skew_ms=settings.max_future_skew_seconds * 1000,
+    )

@@ -1,0 +1,115 @@
+"""Ingest: raw bytes -> an admitted event (validated, PII hashed, keyed by
+customer) or a dead letter with the reason. Never raises for bad input.
+
+>>> policy = IngestPolicy(PiiKey("k1", b"s"), max_future_skew_ms=300_000)
+>>> meta = RecordMeta("journeyflow.touchpoints", 0, 41, timestamp_ms=1_795_000_000_000)
+>>> admit(b"{not json", meta, policy).reason_code
+'malformed_json'
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from schemas.codec import InvalidEvent, decode_touchpoint, encode
+from schemas.events import TouchpointEvent
+from schemas.outputs import DeadLetter, DeadLetterReason, FieldError
+from streams.core.identity import customer_id_for, normalise_all
+from streams.core.ids import dead_letter_id
+from streams.core.pii import InvalidIdentifier, PiiKey
+
+
+@dataclass(frozen=True)
+class RecordMeta:
+    """Where an input record came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class IngestPolicy:
+    pii_key: PiiKey
+    max_future_skew_ms: int = 300_000
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A valid touchpoint with normalised, PII-safe identities and its customer."""
+
+    event: TouchpointEvent
+    customer_id: str
+    occurred_ms: int
+
+    def to_bytes(self) -> bytes:
+        """The internal (re-keyed) record: the safe event as JSON."""
+        return encode(self.event)
+
+    @classmethod
+    def from_internal(cls, raw: bytes, customer_id: str) -> Admitted:
+        """Read back a record written by :meth:`to_bytes` (already normalised)."""
+        event = decode_touchpoint(raw)
+        return cls(event, customer_id, epoch_ms(event))
+
+
+def epoch_ms(event: TouchpointEvent) -> int:
+    return int(event.occurred_at.timestamp() * 1000)
+
+
+def dead_letter(
+    raw: bytes,
+    meta: RecordMeta,
+    code: DeadLetterReason,
+    message: str,
+    errors: list[FieldError] | None = None,
+    event_id: str | None = None,
+) -> DeadLetter:
+    return DeadLetter(
+        id=dead_letter_id(meta.topic, meta.partition, meta.offset),
+        reason_code=code,
+        reason=message,
+        errors=errors or [],
+        event_id=event_id,
+        source_topic=meta.topic,
+        source_partition=meta.partition,
+        source_offset=meta.offset,
+        record_timestamp_ms=meta.timestamp_ms,
+        original_b64=base64.b64encode(raw).decode("ascii"),
+    )
+
+
+def admit(raw: bytes, meta: RecordMeta, policy: IngestPolicy) -> Admitted | DeadLetter:
+    """Validate one input record; bad input becomes a dead letter, never an exception."""
+    try:
+        event = decode_touchpoint(raw)
+    except InvalidEvent as exc:
+        return dead_letter(raw, meta, exc.code, exc.message, exc.errors, exc.event_id)
+    occurred = epoch_ms(event)
+    if meta.timestamp_ms is not None and occurred > meta.timestamp_ms + policy.max_future_skew_ms:
+        ahead = (occurred - meta.timestamp_ms) / 1000
+        return dead_letter(
+            raw,
+            meta,
+            "future_timestamp",
+            f"occurred_at is {ahead:.0f}s ahead of the Kafka record timestamp "
+            f"(allowed: {policy.max_future_skew_ms / 1000:.0f}s)",
+            [FieldError(field="occurred_at", message="too far in the future")],
+            event.event_id,
+        )
+    try:
+        identities = normalise_all(event.identities, policy.pii_key)
+    except InvalidIdentifier as exc:
+        field = f"identities.{str(exc).partition(':')[0]}"
+        return dead_letter(
+            raw,
+            meta,
+            "invalid_identifier",
+            str(exc),
+            [FieldError(field=field, message=str(exc))],
+            event.event_id,
+        )
+    safe = event.model_copy(update={"identities": identities})
+    return Admitted(safe, customer_id_for(identities), occurred)

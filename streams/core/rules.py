@@ -1,0 +1,209 @@
+"""Decision rules as data: next-best-actions, alerts and live triggers.
+
+A rule names the event types it listens to, conditions over the event and
+the customer's metrics (after the event is applied), and what to emit.
+``once_per`` makes a rule fire at most once per customer and scope (e.g. per
+live room), so a chatty viewer is not a flood. Text in ``reason``,
+``params``, ``details`` and ``routing_key`` may use placeholders:
+``{context.store_id}``, ``{properties.sentiment}``, ``{metric.transactions}``,
+``{lookup.coupon_id}``, ``{customer_id}``, ``{stage}``, ``{event_type}``,
+``{day}`` and ``{hour}`` (the event's local date, and date and hour).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.events import TouchpointEvent
+from schemas.outputs import Action, Alert, LiveTrigger, Severity
+from schemas.vocabulary import Channel
+from streams.core.conditions import Condition, event_field, render
+from streams.core.errors import CoreError
+from streams.core.ids import output_id
+from streams.core.journey import JourneyLimits, JourneyState, mark_fired
+
+Output = Action | Alert | LiveTrigger
+
+
+class Lookup(BaseModel):
+    """Read a value from one of the rule set's tables, keyed by an event field."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    table: str
+    key: str
+    default: Any = None
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    enabled: bool = True
+    output: Literal["action", "alert", "live_trigger"]
+    on: list[str] = Field(min_length=1, description="Event types this rule listens to.")
+    when: list[Condition] = Field(default_factory=list, description="All must hold.")
+    once_per: str | None = Field(
+        default=None, description="Fire once per customer and this rendered scope."
+    )
+    reason: str
+    lookups: dict[str, Lookup] = Field(default_factory=dict)
+    # action
+    action: str | None = None
+    channel: Channel | None = None
+    priority: int = 0
+    params: dict[str, Any] = Field(default_factory=dict)
+    # alert
+    alert_type: str | None = None
+    severity: Severity = "warning"
+    routing_key: str = "{customer_id}"
+    # live trigger
+    trigger_type: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Rule:
+        needed = {"action": "action", "alert": "alert_type", "live_trigger": "trigger_type"}
+        if getattr(self, needed[self.output]) is None:
+            raise ValueError(f"a rule with output {self.output!r} needs {needed[self.output]!r}")
+        return self
+
+
+class RuleSet(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str = "1"
+    tables: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> RuleSet:
+        ids = [r.id for r in self.rules]
+        if len(set(ids)) != len(ids):
+            raise ValueError("rule ids must be unique")
+        for rule in self.rules:
+            for lookup in rule.lookups.values():
+                if lookup.table not in self.tables:
+                    raise ValueError(f"rule {rule.id}: unknown table {lookup.table!r}")
+        return self
+
+    def for_event_type(self, event_type: str) -> list[Rule]:
+        return [r for r in self.rules if r.enabled and event_type in r.on]
+
+
+def parse_rules(data: Any) -> RuleSet:
+    try:
+        return RuleSet.model_validate(data)
+    except ValidationError as exc:
+        raise CoreError(f"invalid rules: {exc}") from None
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What placeholders resolve against for one (rule, event, state)."""
+
+    rules: RuleSet
+    rule: Rule
+    event: TouchpointEvent
+    state: JourneyState
+
+    def resolve(self, path: str) -> Any:
+        head, _, rest = path.partition(".")
+        if head == "metric":
+            return self.state.metric(rest)
+        if head == "lookup":
+            lookup = self.rule.lookups.get(rest)
+            if lookup is None:
+                return None
+            key = event_field(self.event, lookup.key)
+            return self.rules.tables[lookup.table].get(str(key), lookup.default)
+        if head == "customer_id":
+            return self.state.customer_id
+        if head == "stage":
+            return self.state.stage
+        if head in ("day", "hour"):  # the event's local calendar day / hour
+            local = self.event.occurred_at.astimezone(ZoneInfo(self.event.context.timezone))
+            return local.strftime("%Y-%m-%d" if head == "day" else "%Y-%m-%dT%H")
+        return event_field(self.event, path)
+
+    def fill(self, template: Any) -> Any:
+        if isinstance(template, dict):
+            return {k: self.fill(v) for k, v in template.items()}
+        return render(template, self.resolve)
+
+
+def decide(
+    rules: RuleSet, state: JourneyState, event: TouchpointEvent, limits: JourneyLimits
+) -> tuple[JourneyState, list[Output]]:
+    """Evaluate the rules listening to this event type; mark ``once_per`` scopes fired."""
+    outputs: list[Output] = []
+    for rule in rules.for_event_type(event.event_type):
+        if not all(c.holds(state.metric, event) for c in rule.when):
+            continue
+        scope = _Scope(rules, rule, event, state)
+        if rule.once_per is not None:
+            fired_key = f"{rule.id}|{scope.fill(rule.once_per)}"
+            if fired_key in state.fired:
+                continue
+            state = mark_fired(state, fired_key, limits)
+            scope = _Scope(rules, rule, event, state)
+        outputs.append(_BUILD[rule.output](scope))
+    return state, outputs
+
+
+def _common(scope: _Scope) -> dict[str, Any]:
+    return {
+        "id": output_id(scope.rule.id, scope.state.customer_id, scope.event.event_id),
+        "customer_id": scope.state.customer_id,
+        "cause_event_id": scope.event.event_id,
+        "rule_id": scope.rule.id,
+        "decided_at": scope.event.occurred_at,
+        "reason": scope.fill(scope.rule.reason),
+    }
+
+
+def _action(scope: _Scope) -> Action:
+    rule = scope.rule
+    return Action(
+        **_common(scope),
+        action=rule.action or "",
+        channel=rule.channel,
+        priority=rule.priority,
+        params=scope.fill(rule.params),
+    )
+
+
+def _alert(scope: _Scope) -> Alert:
+    rule = scope.rule
+    routing = scope.fill(rule.routing_key)
+    return Alert(
+        **_common(scope),
+        alert_type=rule.alert_type or "",
+        severity=rule.severity,
+        routing_key=str(routing) if routing else scope.state.customer_id,
+        details=scope.fill(rule.details),
+    )
+
+
+def _live_trigger(scope: _Scope) -> LiveTrigger:
+    rule = scope.rule
+    room = scope.event.context.live_room_id or scope.state.last_live_room_id or "unknown"
+    return LiveTrigger(
+        **_common(scope),
+        trigger_type=rule.trigger_type or "",
+        live_room_id=room,
+        details=scope.fill(rule.details),
+    )
+
+
+_BUILD: dict[str, Callable[[_Scope], Output]] = {
+    "action": _action,
+    "alert": _alert,
+    "live_trigger": _live_trigger,
+}

@@ -1,0 +1,73 @@
+"""Journey stage models as data: ordered stages, each entered when its
+conditions over the journey's metrics hold. Stages only move forward here;
+decay (e.g. Loyalty -> lapsed) is evaluated on event-time ticks.
+
+>>> model = parse_stage_model({"name": "two", "stages": [
+...     {"id": "seen", "when": [{"metric": "events_total", "op": ">=", "value": 1}]},
+...     {"id": "bought", "when": [{"metric": "transactions", "op": ">=", "value": 1}]}]})
+>>> model.furthest({"events_total": 1, "transactions": 1}, current=None)
+'bought'
+>>> model.furthest({"events_total": 1, "transactions": 0}, current="bought")
+'bought'
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from streams.core.conditions import Condition, Metrics
+from streams.core.errors import CoreError
+
+
+class Stage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str = ""
+    match: Literal["any", "all"] = "any"
+    when: list[Condition] = Field(min_length=1)
+
+    def reached(self, metrics: Metrics) -> bool:
+        hits = (c.holds(metrics, None) for c in self.when)
+        return any(hits) if self.match == "any" else all(hits)
+
+
+class StageModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str = ""
+    stages: list[Stage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> StageModel:
+        ids = [s.id for s in self.stages]
+        if len(set(ids)) != len(ids):
+            raise ValueError("stage ids must be unique")
+        for stage in self.stages:
+            if any(c.field is not None for c in stage.when):
+                raise ValueError(f"stage {stage.id}: stage conditions read metrics, not fields")
+        return self
+
+    def rank(self, stage_id: str | None) -> int:
+        for i, stage in enumerate(self.stages):
+            if stage.id == stage_id:
+                return i
+        return -1
+
+    def furthest(self, metrics: Metrics, current: str | None) -> str | None:
+        """The furthest stage reached, never behind ``current``."""
+        best = self.rank(current)
+        for i in range(len(self.stages) - 1, best, -1):
+            if self.stages[i].reached(metrics):
+                return self.stages[i].id
+        return current
+
+
+def parse_stage_model(data: Any) -> StageModel:
+    try:
+        return StageModel.model_validate(data)
+    except ValidationError as exc:
+        raise CoreError(f"invalid stage model: {exc}") from None

@@ -1,0 +1,64 @@
+"""All Prometheus metrics, built on an injected registry.
+
+Label values are bounded: outcomes, reasons and kinds from closed
+vocabularies, rule ids from the loaded rule set, topic names and partition
+numbers. Never a customer id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events = Counter(
+            "journeyflow_events_total",
+            "Input events by outcome: processed, duplicate, erased, dead_lettered.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "journeyflow_dead_letters_total",
+            "Inputs sent to the DLQ, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.outputs = Counter(
+            "journeyflow_outputs_total",
+            "Outputs emitted, by kind and rule.",
+            ["kind", "rule"],
+            registry=registry,
+        )
+        self.step_seconds = Histogram(
+            "journeyflow_step_seconds",
+            "Time in the core step plus table write, per event.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.pipeline_seconds = Histogram(
+            "journeyflow_pipeline_seconds",
+            "From the input record's Kafka timestamp to the journey update.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "journeyflow_consumer_lag_messages",
+            "Messages behind the end of each assigned input partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.http_events = Counter(
+            "journeyflow_http_events_total",
+            "Events received over POST /v1/events, by result.",
+            ["result"],
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "journeyflow_ready",
+            "1 when the worker's tables are recovered and it serves traffic.",
+            registry=registry,
+        )

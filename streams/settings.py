@@ -1,0 +1,97 @@
+"""Configuration: one frozen object, read once from ``JOURNEYFLOW_*`` variables.
+
+Every name here is documented in the README and used unchanged in
+``docker-compose.yml`` and the Kubernetes manifests (a test checks both).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: A key that is only fit for a laptop; the worker warns when it is in use.
+DEV_PII_KEY = "journeyflow-dev-only-key-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JOURNEYFLOW_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers. Unset: `journeyflow up` starts a local broker; "
+        "other commands use 127.0.0.1:9092.",
+    )
+    app_id: str = Field(
+        default="journeyflow",
+        description="Faust app id: consumer group and prefix of internal topics.",
+    )
+    topic_namespace: str = Field(
+        default="journeyflow",
+        description="Prefix of the public topics (journeyflow.touchpoints, ...).",
+    )
+    partitions: int = Field(
+        default=8,
+        ge=1,
+        description="Partitions of every topic. Cannot grow later without rebuilding the "
+        "tables, so provision for the most workers you will ever run.",
+    )
+    replication_factor: int = Field(default=1, ge=1, description="Use 3 in production.")
+    min_insync_replicas: int | None = Field(default=None, description="Use 2 in production.")
+    dlq_retention_hours: int = Field(
+        default=168, ge=1, description="How long dead letters (with original bytes) are kept."
+    )
+    store: Literal["rocksdb", "memory"] = Field(
+        default="rocksdb", description="Table store; memory replays the changelog on each start."
+    )
+    rocksdb_block_cache_mb: int = Field(default=64, ge=1)
+    data_dir: Path = Field(
+        default=Path(".journeyflow"), description="Local state: table stores, the local broker."
+    )
+    web_port: int = Field(default=6066, ge=1, le=65535)
+    web_bind: str = "0.0.0.0"
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="Host name other workers use to reach this worker's web server.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, ingest and profile endpoints need X-API-Key."
+    )
+    pii_key_id: str = Field(
+        default="dev",
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="Id of the PII hashing key (rotation).",
+    )
+    pii_key: SecretStr = Field(
+        default=SecretStr(DEV_PII_KEY), description="Secret for the keyed hash of phone numbers."
+    )
+    max_future_skew_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="Reject an occurred_at further than this ahead of the Kafka record time.",
+    )
+    dedupe_window: int = Field(
+        default=256, ge=1, le=4096, description="Recent event ids kept per customer for dedupe."
+    )
+    rules_file: Path | None = Field(
+        default=None, description="JSON file of decision rules; the shipped rules when unset."
+    )
+    stage_model: str = Field(
+        default="aipl", description="Shipped stage model name, or a path to a JSON file."
+    )
+    log_level: str = "info"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or "127.0.0.1:9092"
+
+    def topic(self, name: str) -> str:
+        """Full name of a public topic, e.g. ``topic('actions')``."""
+        return f"{self.topic_namespace}.{name}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; ``overrides`` win (used by the CLI options)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]

@@ -1,0 +1,77 @@
+"""Every topic journeyflow reads or writes, declared once.
+
+Public topics are ``<namespace>.<name>`` (namespace ``journeyflow`` by
+default); internal ones are prefixed by the app id. All are created
+explicitly with the same partition count (auto-creation is off on the
+broker), because the journey table is co-partitioned with its input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streams.settings import Settings
+
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    purpose: str
+    key: str
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Topics:
+    touchpoints: TopicSpec
+    keyed: TopicSpec
+    dlq: TopicSpec
+    actions: TopicSpec
+    alerts: TopicSpec
+    live_triggers: TopicSpec
+    merges: TopicSpec
+    feedback: TopicSpec
+
+    def all(self) -> list[TopicSpec]:
+        return [
+            self.touchpoints,
+            self.keyed,
+            self.dlq,
+            self.actions,
+            self.alerts,
+            self.live_triggers,
+            self.merges,
+            self.feedback,
+        ]
+
+    def outputs(self) -> list[TopicSpec]:
+        return [self.actions, self.alerts, self.live_triggers]
+
+
+def topics_for(settings: Settings) -> Topics:
+    t = settings.topic
+    return Topics(
+        touchpoints=TopicSpec(t("touchpoints"), "touchpoint events in (contract v1)", "any"),
+        keyed=TopicSpec(
+            f"{settings.app_id}-touchpoints-by-customer",
+            "internal: admitted events, PII hashed, re-keyed by customer id",
+            "customer id",
+        ),
+        dlq=TopicSpec(
+            t("dlq"),
+            "dead letters: reason, source position, original bytes",
+            "event_id when known",
+            {"retention.ms": str(settings.dlq_retention_hours * HOUR_MS)},
+        ),
+        actions=TopicSpec(
+            t("actions"), "next-best-actions for marketing automation", "customer id"
+        ),
+        alerts=TopicSpec(t("alerts"), "alerts for store guides, sales reps, CS", "routing key"),
+        live_triggers=TopicSpec(
+            t("live-triggers"), "real-time cues for livestream teams", "live room id"
+        ),
+        merges=TopicSpec(t("merges"), "One-ID merges (survivor, absorbed ids)", "survivor id"),
+        feedback=TopicSpec(t("feedback"), "action outcomes back from automation", "customer id"),
+    )

@@ -60,9 +60,28 @@ async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             # another worker may create them at the same moment
             with contextlib.suppress(TopicAlreadyExistsError):
                 await client.create_topics([_new_topic(s, settings) for s in missing])
+            await _wait_for_leaders(client, [s.name for s in missing], timeout)
         return [s.name for s in missing]
     finally:
         await client.close()
+
+
+async def _wait_for_leaders(client: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:
+    """New partitions answer only once they have a leader; wait for that, so
+    the first clients do not start with a burst of NotLeader retries."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        described = await client.describe_topics(names)
+        if all(
+            info.get("error_code", 0) == 0
+            and info.get("partitions")
+            and all(p.get("leader", -1) >= 0 for p in info["partitions"])
+            for info in described
+        ):
+            return
+        await asyncio.sleep(0.2)
+    raise JourneyflowError(f"topics {', '.join(names)} have no leader after {timeout:.0f}s")
 
 
 def _new_topic(spec: TopicSpec, settings: Settings) -> NewTopic:

@@ -50,10 +50,10 @@ def fails_cleanly(fn: F) -> F:
 @click.version_option(package_name="journeyflow")
 def main() -> None:
     """journeyflow: real-time customer journeys from Kafka touchpoints."""
-    # aiokafka logs every retry (e.g. a leader election right after topics are
-    # created) as a warning; the CLI reports real failures itself. The worker
-    # configures its own logging through Faust.
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    # aiokafka logs each retry it recovers from (e.g. a leader election just
+    # after topics are created); the CLI reports real failures itself. The
+    # worker configures its own logging through Faust.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 # --------------------------------------------------------------------- worker

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from schemas.codec import InvalidEvent, encode, validate_touchpoint
 from schemas.outputs import Action, Alert, DeadLetter, LiveTrigger
 from streams.config import core_config, ingest_policy
-from streams.core.engine import step
+from streams.core.engine import step, tick
 from streams.core.errors import CoreError
 from streams.core.identity import customer_id_for, normalise, normalise_all, parse_typed
 from streams.core.ingest import Admitted, RecordMeta, admit, dead_letter
@@ -36,11 +36,18 @@ from streams.core.journey import decode_state, encode_state
 from streams.core.pii import InvalidIdentifier
 from streams.core.profile import profile_view
 from streams.core.rules import Output
+from streams.core.timers import PartitionClock
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.topics import Topics, topics_for
+from streams.watermark import InputWatermark
 
 log = logging.getLogger("journeyflow")
+
+#: Key of the idle-tick records on the re-keyed topic (never a customer id).
+TICK_KEY = b"\x00tick"
+#: Header carrying the input record's ``partition:offset`` to the journey step.
+SOURCE_HEADER = "jf-src"
 
 #: Largest POST /v1/events body and batch.
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -124,8 +131,18 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         key_type=bytes,
         value_type=bytes,
         partitions=settings.partitions,
-        options=table_options,
+        options=dict(table_options),
     )
+    # Per-partition event-time clocks and the due-time index (streams.core.timers).
+    timers = app.Table(
+        "timers",
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+        options=dict(table_options),
+    )
+    width_ms = settings.timer_resolution_seconds * 1000
 
     async def send_dead_letter(letter: DeadLetter) -> None:
         key = letter.event_id.encode() if letter.event_id else None
@@ -133,17 +150,69 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         metrics.events.labels("dead_lettered").inc()
         metrics.dead_letters.labels(letter.reason_code).inc()
 
-    async def send_output(output: Output, now: datetime) -> None:
-        stamped = output.model_copy(update={"emitted_at": now})
-        if isinstance(stamped, Action):
-            key = stamped.customer_id
-        elif isinstance(stamped, Alert):
-            key = stamped.routing_key
-        else:
-            assert isinstance(stamped, LiveTrigger)
-            key = stamped.live_room_id
-        await out_topics[stamped.kind].send(key=key.encode(), value=encode(stamped))
-        metrics.outputs.labels(stamped.kind, stamped.rule_id).inc()
+    async def emit(outputs: tuple[Output, ...]) -> None:
+        """Send outputs and wait for the broker's acks. Callers write state only
+        after this returns, so a crash can repeat an output (same id) but never
+        lose one: a redelivered event whose state was written emits nothing."""
+        if not outputs:
+            return
+        now = datetime.now(UTC)
+        acks = []
+        for output in outputs:
+            stamped = output.model_copy(update={"emitted_at": now})
+            if isinstance(stamped, Action):
+                key = stamped.customer_id
+            elif isinstance(stamped, Alert):
+                key = stamped.routing_key
+            else:
+                assert isinstance(stamped, LiveTrigger)
+                key = stamped.live_room_id
+            topic_ = out_topics[stamped.kind]
+            acks.append(await topic_.send(key=key.encode(), value=encode(stamped)))
+            metrics.outputs.labels(stamped.kind, stamped.rule_id).inc()
+        for ack in acks:
+            await ack
+
+    def clock_of(partition: int) -> PartitionClock | None:
+        raw = timers.get(clock_key(partition))
+        return PartitionClock.from_bytes(raw) if raw else None
+
+    def index_due(partition: int, customer_id: str, due: tuple[int, ...], at_ms: int) -> None:
+        """Remember which customers have items due in which bucket."""
+        clock = clock_of(partition) or PartitionClock.start(at_ms, width_ms)
+        for due_ms in due:
+            bucket = clock.bucket_for(due_ms, width_ms)
+            key = due_key(partition, bucket)
+            raw = timers.get(key)
+            members = orjson.loads(raw) if raw else []
+            if customer_id not in members:
+                timers[key] = orjson.dumps([*members, customer_id])
+            clock = clock.with_bucket(bucket)
+        timers[clock_key(partition)] = clock.to_bytes()
+
+    async def move_clock(partition: int, to_ms: int) -> None:
+        """Advance the partition's event-time clock; fire what fell due."""
+        clock = clock_of(partition)
+        if clock is None:
+            timers[clock_key(partition)] = PartitionClock.start(to_ms, width_ms).to_bytes()
+            return
+        moved, due_buckets = clock.advance(to_ms, width_ms)
+        if moved.done_bucket == clock.done_bucket:
+            return  # persisted only when a bucket completes: one write per bucket width
+        for bucket in due_buckets:
+            key = due_key(partition, bucket)
+            for customer_id in orjson.loads(timers.get(key) or b"[]"):
+                ckey = customer_id.encode()
+                raw_state = journeys.get(ckey)
+                if raw_state is None:
+                    continue
+                result = tick(decode_state(raw_state), moved.clock_ms)
+                if result.outputs:
+                    await emit(result.outputs)
+                    journeys[ckey] = encode_state(result.state)
+            timers.pop(key, None)
+        timers[clock_key(partition)] = moved.to_bytes()
+        metrics.partition_clock.labels(str(partition)).set(moved.clock_ms / 1000)
 
     @app.agent(touchpoints, name="admit_touchpoints")
     async def admit_touchpoints(stream: faust.StreamT) -> None:
@@ -156,16 +225,26 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             if isinstance(result, DeadLetter):
                 await send_dead_letter(result)
             else:
-                await keyed.send(key=result.customer_id.encode(), value=result.to_bytes())
+                await keyed.send(
+                    key=result.customer_id.encode(),
+                    value=result.to_bytes(),
+                    headers={SOURCE_HEADER: result.source.encode()},
+                )
 
     @app.agent(keyed, name="update_journeys")
     async def update_journeys(stream: faust.StreamT) -> None:
-        """Fold each admitted event into its customer's journey; emit decisions."""
+        """Fold each admitted event into its customer's journey; emit decisions.
+        Tick records (from the leader) move the partition's clock instead."""
         async for event in stream.events():
             msg = event.message
+            if event.key == TICK_KEY:
+                await move_clock(msg.partition, int(orjson.loads(event.value)["watermark_ms"]))
+                continue
             started = time.perf_counter()
             try:
-                admitted = Admitted.from_internal(event.value, event.key.decode())
+                admitted = Admitted.from_internal(
+                    event.value, event.key.decode(), header(msg.headers, SOURCE_HEADER)
+                )
             except (InvalidEvent, UnicodeDecodeError, AttributeError) as exc:
                 meta = RecordMeta(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
                 await send_dead_letter(
@@ -175,16 +254,42 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             key = event.key
             raw_state = journeys.get(key)
             result = step(decode_state(raw_state) if raw_state else None, admitted, core)
+            await emit(result.outputs)
+            if result.scheduled:
+                index_due(
+                    msg.partition, admitted.customer_id, result.scheduled, admitted.occurred_ms
+                )
             if result.state is None:
                 journeys.pop(key, None)
-            else:
+            elif result.outcome != "redelivered":
                 journeys[key] = encode_state(result.state)
+            await move_clock(msg.partition, admitted.occurred_ms)
             metrics.events.labels(result.outcome).inc()
-            now = datetime.now(UTC)
-            for output in result.outputs:
-                await send_output(output, now)
             metrics.step_seconds.observe(time.perf_counter() - started)
             metrics.pipeline_seconds.observe(max(0.0, time.time() - msg.timestamp))
+
+    if settings.tick_interval_seconds > 0:
+        watermark = InputWatermark(
+            settings.bootstrap,
+            settings.app_id,
+            specs.touchpoints.name,
+            settings.idle_advance_delay_seconds * 1000,
+        )
+
+        @app.timer(interval=settings.tick_interval_seconds, on_leader=True)
+        async def send_ticks() -> None:
+            """Carry the input low watermark to every partition (see streams.watermark)."""
+            try:
+                mark = await watermark.read(int(time.time() * 1000))
+            except Exception as exc:  # the broker is briefly away: try at the next tick
+                log.warning("could not read the input watermark: %s", exc)
+                await watermark.stop()
+                return
+            if mark is None:
+                return
+            value = orjson.dumps({"watermark_ms": mark})
+            for partition in range(settings.partitions):
+                await keyed.send(key=TICK_KEY, value=value, partition=partition)
 
     @app.timer(interval=5.0)
     async def refresh_gauges() -> None:
@@ -316,6 +421,23 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             return _json(self, {"ready": ready}, 200 if ready else 503)
 
     return Journeyflow(app=app, settings=settings, topics=specs, metrics=metrics, journeys=journeys)
+
+
+def clock_key(partition: int) -> bytes:
+    return b"\x00clock:%d" % partition
+
+
+def due_key(partition: int, bucket: int) -> bytes:
+    return b"\x00due:%d:%d" % (partition, bucket)
+
+
+def header(headers: Any, name: str) -> str:
+    """One header's value from Faust's headers (a mapping or a list of pairs)."""
+    items = headers.items() if isinstance(headers, dict) else (headers or ())
+    for key, value in items:
+        if key == name:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return ""
 
 
 def parse_batch(body: bytes) -> list[Any]:

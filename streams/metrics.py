@@ -62,3 +62,9 @@ class Metrics:
             "1 when the worker's tables are recovered and it serves traffic.",
             registry=registry,
         )
+        self.partition_clock = Gauge(
+            "journeyflow_partition_event_time_seconds",
+            "Event-time clock of each journey partition this worker owns (epoch seconds).",
+            ["partition"],
+            registry=registry,
+        )

@@ -75,6 +75,21 @@ class Settings(BaseSettings):
     dedupe_window: int = Field(
         default=256, ge=1, le=4096, description="Recent event ids kept per customer for dedupe."
     )
+    tick_interval_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often the leader sends idle ticks to every partition; 0 turns "
+        "them off (clocks then move with events only, e.g. for a backfill).",
+    )
+    idle_advance_delay_seconds: int = Field(
+        default=60,
+        ge=0,
+        description="Allowed lateness: an idle partition's clock moves to the input's low "
+        "watermark minus this.",
+    )
+    timer_resolution_seconds: int = Field(
+        default=10, ge=1, description="Width of the due-time buckets of time-based rules."
+    )
     rules_file: Path | None = Field(
         default=None, description="JSON file of decision rules; the shipped rules when unset."
     )

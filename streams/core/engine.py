@@ -1,8 +1,11 @@
-"""One step of the journey engine: ``step(state, event) -> (state, outputs)``.
+"""The journey engine: ``step(state, event)`` and ``tick(state, now)``, each
+returning the new state and the outputs to emit.
 
-This is the function the Faust agent and ``journeyflow replay`` both call.
-Time-based rules will enter through a sibling ``tick(state, now_ms)`` with
-the same result shape.
+These are the functions the Faust agent and ``journeyflow replay`` both call.
+Time is event time only: ``step`` first emits the customer's pending items
+that fell due before the event, then applies it; ``tick`` emits what fell due
+when the partition's event-time clock moved without an event of this
+customer (see ``streams.core.timers``).
 """
 
 from __future__ import annotations
@@ -10,8 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streams.core.ingest import Admitted
-from streams.core.journey import JourneyLimits, JourneyState, Outcome, advance_stage, apply_event
-from streams.core.rules import Output, RuleSet, decide
+from streams.core.journey import (
+    JourneyLimits,
+    JourneyState,
+    Outcome,
+    advance_stage,
+    apply_event,
+    new_state,
+    seen_before,
+)
+from streams.core.rules import Output, RuleSet, decide, fire_due
 from streams.core.stages import StageModel
 
 
@@ -29,23 +40,44 @@ class StepResult:
     state: JourneyState | None
     outcome: Outcome
     outputs: tuple[Output, ...] = ()
+    #: Due times (event time, ms) of pending items this step added: the shell
+    #: indexes them so a tick finds this customer without scanning everyone.
+    scheduled: tuple[int, ...] = ()
 
 
 def step(state: JourneyState | None, admitted: Admitted, config: CoreConfig) -> StepResult:
     """Apply one admitted event to a customer's journey and decide what to emit.
 
     A duplicate (its ``event_id`` is among the customer's recent ids) changes
-    only the duplicate counter and emits nothing; ``privacy.erase`` returns no
-    state (the journey is forgotten).
+    only the duplicate counter and emits nothing; a redelivery of the same
+    input record changes nothing; ``privacy.erase`` returns no state.
     """
     event = admitted.event
+    t = admitted.occurred_ms
+    early: list[Output] = []
+    if state is None:
+        state = new_state(admitted.customer_id)
+    elif state.pending and seen_before(state, event.event_id, admitted.source) is None:
+        state, early = fire_due(state, t - 1)  # due strictly before this event
     new, outcome = apply_event(
-        state, admitted.customer_id, event, config.limits, admitted.occurred_ms
+        state, admitted.customer_id, event, config.limits, t, admitted.source
     )
     if new is None or outcome != "processed":
         return StepResult(new, outcome)
-    new = advance_stage(
-        new, config.stage_model, admitted.occurred_ms, event.event_id, config.limits
-    )
-    new, outputs = decide(config.rules, new, event, config.limits)
-    return StepResult(new, outcome, tuple(outputs))
+    new = advance_stage(new, config.stage_model, t, event.event_id, config.limits)
+    before = {(p.rule_id, p.cause_event_id) for p in new.pending}
+    new, outputs = decide(config.rules, new, event, config.limits, t)
+    scheduled = tuple(p.due_ms for p in new.pending if (p.rule_id, p.cause_event_id) not in before)
+    return StepResult(new, outcome, (*early, *outputs), scheduled)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    state: JourneyState
+    outputs: tuple[Output, ...] = ()
+
+
+def tick(state: JourneyState, now_ms: int) -> TickResult:
+    """Event time reached ``now_ms`` for this customer's partition: emit what is due."""
+    new, outputs = fire_due(state, now_ms)
+    return TickResult(new, tuple(outputs))

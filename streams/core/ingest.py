@@ -43,16 +43,19 @@ class Admitted:
     event: TouchpointEvent
     customer_id: str
     occurred_ms: int
+    #: Where the event was read (``partition:offset`` of the input topic); a
+    #: redelivery of the same record after a restart carries the same source.
+    source: str = ""
 
     def to_bytes(self) -> bytes:
         """The internal (re-keyed) record: the safe event as JSON."""
         return encode(self.event)
 
     @classmethod
-    def from_internal(cls, raw: bytes, customer_id: str) -> Admitted:
+    def from_internal(cls, raw: bytes, customer_id: str, source: str = "") -> Admitted:
         """Read back a record written by :meth:`to_bytes` (already normalised)."""
         event = decode_touchpoint(raw)
-        return cls(event, customer_id, epoch_ms(event))
+        return cls(event, customer_id, epoch_ms(event), source)
 
 
 def epoch_ms(event: TouchpointEvent) -> int:
@@ -112,4 +115,4 @@ def admit(raw: bytes, meta: RecordMeta, policy: IngestPolicy) -> Admitted | Dead
             event.event_id,
         )
     safe = event.model_copy(update={"identities": identities})
-    return Admitted(safe, customer_id_for(identities), occurred)
+    return Admitted(safe, customer_id_for(identities), occurred, f"{meta.partition}:{meta.offset}")

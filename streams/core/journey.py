@@ -31,7 +31,10 @@ from schemas.vocabulary import CUSTOM_BUCKET, CUSTOM_PREFIX, TRANSACTION_EVENTS
 from streams.core.identity import typed
 from streams.core.stages import StageModel
 
-STATE_VERSION = 1
+#: 1: first release. 2: ``recent_event_ids`` became ``recent_events`` (event id ->
+#: source position, so a redelivery is told from a producer's duplicate) and
+#: ``pending`` (time-based items) was added.
+STATE_VERSION = 2
 
 #: Event types that show interest (AIPL's "I"): active engagement, not exposure.
 ENGAGEMENT_EVENTS = frozenset(
@@ -55,19 +58,23 @@ ENGAGEMENT_EVENTS = frozenset(
     }
 )
 
-Outcome = Literal["processed", "duplicate", "erased"]
+#: processed: applied. duplicate: the producer sent an event id again (counted).
+#: redelivered: the same input record came again after a worker restart (not
+#: counted: the first delivery already was). erased: privacy.erase.
+Outcome = Literal["processed", "duplicate", "redelivered", "erased"]
 
 
 @dataclass(frozen=True)
 class JourneyLimits:
     """Bounds on per-customer state."""
 
-    recent_event_ids: int = 256
+    recent_events: int = 256
     order_ids: int = 64
     identifiers: int = 16
     fired: int = 64
     consents: int = 32
     stage_history: int = 16
+    pending: int = 16
 
 
 class StageEntry(BaseModel):
@@ -76,6 +83,23 @@ class StageEntry(BaseModel):
     stage: str
     entered_ms: int
     cause_event_id: str
+
+
+class Pending(BaseModel):
+    """A time-based output waiting for its due time (event time).
+
+    ``output`` holds the kind-specific fields, rendered when the item was
+    scheduled, so firing needs nothing but the journey.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    rule_id: str
+    due_ms: int
+    created_ms: int
+    cause_event_id: str
+    cancel_on: tuple[str, ...] = ()
+    output: dict[str, Any] = Field(default_factory=dict)
 
 
 class JourneyState(BaseModel):
@@ -106,8 +130,10 @@ class JourneyState(BaseModel):
     #: event cannot undo a newer one (records written before it was added lack it).
     consent_ms: dict[str, int] = Field(default_factory=dict)
     order_ids: tuple[str, ...] = ()
-    recent_event_ids: tuple[str, ...] = ()
+    #: event id -> where it was read (``partition:offset`` of the input topic).
+    recent_events: dict[str, str] = Field(default_factory=dict)
     fired: tuple[str, ...] = ()
+    pending: tuple[Pending, ...] = ()
 
     def metric(self, name: str) -> Any:
         """Metrics that stage models and rules read.
@@ -159,21 +185,45 @@ def new_state(customer_id: str) -> JourneyState:
     return JourneyState(customer_id=customer_id)
 
 
+def _remember(recent: dict[str, str], event_id: str, source: str, limit: int) -> dict[str, str]:
+    out = dict(recent)
+    out[event_id] = source
+    while len(out) > limit:
+        del out[next(iter(out))]  # dicts keep insertion order: drop the oldest
+    return out
+
+
+def seen_before(state: JourneyState, event_id: str, source: str) -> Outcome | None:
+    """``redelivered`` when this very input record was applied already (a
+    restart re-reads uncommitted records), ``duplicate`` when the event id came
+    from another record, ``None`` when it is new."""
+    known = state.recent_events.get(event_id)
+    if known is None:
+        return None
+    return "redelivered" if source and known == source else "duplicate"
+
+
 def apply_event(
     state: JourneyState | None,
     customer_id: str,
     event: TouchpointEvent,
     limits: JourneyLimits,
     occurred_ms: int | None = None,
+    source: str = "",
 ) -> tuple[JourneyState | None, Outcome]:
     """Fold one event into the journey (no stage, no decisions: see :func:`advance_stage`).
 
-    Returns ``(None, "erased")`` for ``privacy.erase``: the journey is forgotten.
+    ``source`` names the input record (``partition:offset``) so a redelivery
+    of the same record changes nothing. Returns ``(None, "erased")`` for
+    ``privacy.erase``: the journey is forgotten.
     """
     if state is None:
         state = new_state(customer_id)
-    if event.event_id in state.recent_event_ids:
-        return state.model_copy(update={"duplicates": state.duplicates + 1}), "duplicate"
+    repeat = seen_before(state, event.event_id, source)
+    if repeat == "redelivered":
+        return state, repeat
+    if repeat == "duplicate":
+        return state.model_copy(update={"duplicates": state.duplicates + 1}), repeat
     if event.event_type == "privacy.erase":
         return None, "erased"
     t = occurred_ms if occurred_ms is not None else int(event.occurred_at.timestamp() * 1000)
@@ -183,7 +233,9 @@ def apply_event(
         "last_seen_ms": max(state.last_seen_ms, t),
         "channel_counts": _bump(state.channel_counts, event.channel),
         "event_counts": _bump(state.event_counts, counter_key(event.event_type)),
-        "recent_event_ids": _push(state.recent_event_ids, event.event_id, limits.recent_event_ids),
+        "recent_events": _remember(
+            state.recent_events, event.event_id, source, limits.recent_events
+        ),
     }
     identifiers = state.identifiers
     for kind, value in event.identities.items():
@@ -215,6 +267,10 @@ def apply_event(
         if newer and (key in state.consent or len(state.consent) < limits.consents):
             update["consent"] = {**state.consent, key: granted}
             update["consent_ms"] = {**state.consent_ms, key: t}
+    if state.pending and any(etype in p.cancel_on for p in state.pending):
+        update["pending"] = tuple(
+            p for p in state.pending if not (etype in p.cancel_on and t >= p.created_ms)
+        )
     return state.model_copy(update=update), "processed"
 
 
@@ -258,5 +314,13 @@ def decode_state(raw: bytes) -> JourneyState:
     return JourneyState.model_validate(data)
 
 
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 kept bare event ids; their source positions are unknown (empty)."""
+    out = dict(data)
+    out["recent_events"] = dict.fromkeys(out.pop("recent_event_ids", ()), "")
+    out["version"] = 2
+    return out
+
+
 #: version -> function that upgrades a record of that version by one step.
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -25,7 +26,7 @@ from schemas.vocabulary import Channel
 from streams.core.conditions import Condition, event_field, render
 from streams.core.errors import CoreError
 from streams.core.ids import output_id
-from streams.core.journey import JourneyLimits, JourneyState, mark_fired
+from streams.core.journey import JourneyLimits, JourneyState, Pending, mark_fired
 
 Output = Action | Alert | LiveTrigger
 
@@ -52,6 +53,15 @@ class Rule(BaseModel):
     once_per: str | None = Field(
         default=None, description="Fire once per customer and this rendered scope."
     )
+    delay_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Emit this long after the event (event time), not at once.",
+    )
+    cancel_on: list[str] = Field(
+        default_factory=list,
+        description="Event types that cancel a delayed output when they come first.",
+    )
     reason: str
     lookups: dict[str, Lookup] = Field(default_factory=dict)
     # action
@@ -72,6 +82,8 @@ class Rule(BaseModel):
         needed = {"action": "action", "alert": "alert_type", "live_trigger": "trigger_type"}
         if getattr(self, needed[self.output]) is None:
             raise ValueError(f"a rule with output {self.output!r} needs {needed[self.output]!r}")
+        if self.cancel_on and self.delay_seconds is None:
+            raise ValueError("cancel_on only applies to a rule with delay_seconds")
         return self
 
 
@@ -139,9 +151,16 @@ class _Scope:
 
 
 def decide(
-    rules: RuleSet, state: JourneyState, event: TouchpointEvent, limits: JourneyLimits
+    rules: RuleSet,
+    state: JourneyState,
+    event: TouchpointEvent,
+    limits: JourneyLimits,
+    occurred_ms: int,
 ) -> tuple[JourneyState, list[Output]]:
-    """Evaluate the rules listening to this event type; mark ``once_per`` scopes fired."""
+    """Evaluate the rules listening to this event type; mark ``once_per`` scopes
+    fired. A rule with ``delay_seconds`` does not emit now: it adds a pending
+    item that :func:`fire_due` emits when event time reaches its due time,
+    unless an event named in ``cancel_on`` comes first."""
     outputs: list[Output] = []
     for rule in rules.for_event_type(event.event_type):
         if not all(c.holds(state.metric, event) for c in rule.when):
@@ -153,57 +172,104 @@ def decide(
                 continue
             state = mark_fired(state, fired_key, limits)
             scope = _Scope(rules, rule, event, state)
-        outputs.append(_BUILD[rule.output](scope))
+        fields = _FIELDS[rule.output](scope)
+        if rule.delay_seconds is None:
+            outputs.append(_make(rule.output, _common(scope, event.occurred_at), fields))
+            continue
+        item = Pending(
+            rule_id=rule.id,
+            due_ms=occurred_ms + rule.delay_seconds * 1000,
+            created_ms=occurred_ms,
+            cause_event_id=event.event_id,
+            cancel_on=tuple(rule.cancel_on),
+            output={"kind": rule.output, **fields},
+        )
+        if len(state.pending) < limits.pending:
+            state = state.model_copy(update={"pending": (*state.pending, item)})
     return state, outputs
 
 
-def _common(scope: _Scope) -> dict[str, Any]:
+def fire_due(state: JourneyState, now_ms: int) -> tuple[JourneyState, list[Output]]:
+    """Emit every pending item due at or before ``now_ms`` (event time), in due order."""
+    due = sorted((p for p in state.pending if p.due_ms <= now_ms), key=lambda p: p.due_ms)
+    if not due:
+        return state, []
+    outputs: list[Output] = []
+    for item in due:
+        fields = dict(item.output)
+        kind = fields.pop("kind")
+        common = {
+            "id": output_id(item.rule_id, state.customer_id, item.cause_event_id),
+            "customer_id": state.customer_id,
+            "cause_event_id": item.cause_event_id,
+            "rule_id": item.rule_id,
+            "decided_at": datetime.fromtimestamp(item.due_ms / 1000, tz=UTC),
+        }
+        outputs.append(_make(kind, common, fields))
+    left = tuple(p for p in state.pending if p.due_ms > now_ms)
+    return state.model_copy(update={"pending": left}), outputs
+
+
+def next_due_ms(state: JourneyState) -> int | None:
+    return min((p.due_ms for p in state.pending), default=None)
+
+
+def _common(scope: _Scope, decided_at: datetime) -> dict[str, Any]:
     return {
         "id": output_id(scope.rule.id, scope.state.customer_id, scope.event.event_id),
         "customer_id": scope.state.customer_id,
         "cause_event_id": scope.event.event_id,
         "rule_id": scope.rule.id,
-        "decided_at": scope.event.occurred_at,
-        "reason": scope.fill(scope.rule.reason),
+        "decided_at": decided_at,
     }
 
 
-def _action(scope: _Scope) -> Action:
+def _action_fields(scope: _Scope) -> dict[str, Any]:
     rule = scope.rule
-    return Action(
-        **_common(scope),
-        action=rule.action or "",
-        channel=rule.channel,
-        priority=rule.priority,
-        params=scope.fill(rule.params),
-    )
+    return {
+        "reason": scope.fill(rule.reason),
+        "action": rule.action or "",
+        "channel": rule.channel,
+        "priority": rule.priority,
+        "params": scope.fill(rule.params),
+    }
 
 
-def _alert(scope: _Scope) -> Alert:
+def _alert_fields(scope: _Scope) -> dict[str, Any]:
     rule = scope.rule
     routing = scope.fill(rule.routing_key)
-    return Alert(
-        **_common(scope),
-        alert_type=rule.alert_type or "",
-        severity=rule.severity,
-        routing_key=str(routing) if routing else scope.state.customer_id,
-        details=scope.fill(rule.details),
-    )
+    return {
+        "reason": scope.fill(rule.reason),
+        "alert_type": rule.alert_type or "",
+        "severity": rule.severity,
+        "routing_key": str(routing) if routing else scope.state.customer_id,
+        "details": scope.fill(rule.details),
+    }
 
 
-def _live_trigger(scope: _Scope) -> LiveTrigger:
+def _live_trigger_fields(scope: _Scope) -> dict[str, Any]:
     rule = scope.rule
     room = scope.event.context.live_room_id or scope.state.last_live_room_id or "unknown"
-    return LiveTrigger(
-        **_common(scope),
-        trigger_type=rule.trigger_type or "",
-        live_room_id=room,
-        details=scope.fill(rule.details),
-    )
+    return {
+        "reason": scope.fill(rule.reason),
+        "trigger_type": rule.trigger_type or "",
+        "live_room_id": room,
+        "details": scope.fill(rule.details),
+    }
 
 
-_BUILD: dict[str, Callable[[_Scope], Output]] = {
-    "action": _action,
-    "alert": _alert,
-    "live_trigger": _live_trigger,
+_FIELDS: dict[str, Callable[[_Scope], dict[str, Any]]] = {
+    "action": _action_fields,
+    "alert": _alert_fields,
+    "live_trigger": _live_trigger_fields,
 }
+
+_MODELS: dict[str, type[Action] | type[Alert] | type[LiveTrigger]] = {
+    "action": Action,
+    "alert": Alert,
+    "live_trigger": LiveTrigger,
+}
+
+
+def _make(kind: str, common: dict[str, Any], fields: dict[str, Any]) -> Output:
+    return _MODELS[kind](**common, **fields)

@@ -116,10 +116,16 @@ def meta(offset: int = 0, *, timestamp_ms: int | None = None, partition: int = 0
     return RecordMeta(TOPIC, partition, offset, timestamp_ms)
 
 
+_OFFSETS = itertools.count()
+
+
 def make_admitted(event_type: str, **overrides: Any) -> Admitted:
-    """An event through :func:`admit`, recorded by Kafka when it occurred."""
+    """An event through :func:`admit`, recorded by Kafka when it occurred, as
+    its own input record (a fresh offset: re-sending it is a producer duplicate;
+    re-applying the returned object is a redelivery)."""
     at = overrides.get("at", T0)
-    result = admit(make_raw(event_type, **overrides), meta(timestamp_ms=epoch_ms(at)), POLICY)
+    record = meta(next(_OFFSETS), timestamp_ms=epoch_ms(at))
+    result = admit(make_raw(event_type, **overrides), record, POLICY)
     assert isinstance(result, Admitted), result
     return result
 

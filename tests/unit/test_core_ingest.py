@@ -123,7 +123,7 @@ def test_platform_prefix_is_case_insensitive_and_spaces_are_trimmed() -> None:
 
 def test_internal_record_reads_back_as_the_same_event() -> None:
     admitted = _admit(make_raw("store.purchase", identities={"phone": PHONE, "member_id": "M-1"}))
-    back = Admitted.from_internal(admitted.to_bytes(), admitted.customer_id)
+    back = Admitted.from_internal(admitted.to_bytes(), admitted.customer_id, admitted.source)
     assert back == admitted
 
 

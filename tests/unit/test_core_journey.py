@@ -211,24 +211,43 @@ def test_revoke_wins_a_tie_in_event_time() -> None:
 def test_an_exact_duplicate_changes_nothing_but_the_duplicate_count() -> None:
     j = Journey()
     j.send("page.view")
-    price_question = make_admitted(
-        "live.comment", text="这个多少钱", context={"live_room_id": "room-618-beauty"}
-    )
-    assert j.apply(price_question), "the first delivery decides something"
+    question = {
+        "event_id": "q-1",
+        "text": "这个多少钱",
+        "context": {"live_room_id": "room-618-beauty"},
+    }
+    assert j.apply(make_admitted("live.comment", **question)), "the first one decides"
     before = j.state
     assert before is not None
 
-    outputs = j.apply(price_question)
+    outputs = j.apply(make_admitted("live.comment", **question))  # re-sent: a new record
 
     assert j.last is not None and j.last.outcome == "duplicate"
     assert outputs == ()
     assert j.state == before.model_copy(update={"duplicates": before.duplicates + 1})
 
 
+def test_a_redelivered_record_changes_nothing_at_all() -> None:
+    """After a crash the worker re-reads records it had applied but not
+    committed: they are not the producer's duplicates and are not counted."""
+    j = Journey()
+    question = make_admitted(
+        "live.comment", text="这个多少钱", context={"live_room_id": "room-618-beauty"}
+    )
+    assert j.apply(question)
+    before = j.state
+
+    outputs = j.apply(question)  # the same input record (same partition and offset)
+
+    assert j.last is not None and j.last.outcome == "redelivered"
+    assert outputs == ()
+    assert j.state == before
+
+
 def test_a_duplicate_is_caught_anywhere_in_the_window() -> None:
     j = Journey()
     j.send("live.like", event_id="e-old")
-    window = shipped_config().limits.recent_event_ids
+    window = shipped_config().limits.recent_events
     for i in range(window - 1):
         j.send("live.like", event_id=f"e-{i}")
 
@@ -295,8 +314,8 @@ def test_state_size_stays_bounded_however_long_the_history() -> None:
     assert state.events_total == 5000
     assert abs(sizes[5000] - sizes[1000]) <= 32  # only counters' digits may grow
     assert sizes[5000] < 48_000
-    assert len(state.recent_event_ids) == limits.recent_event_ids
-    assert state.recent_event_ids[-1] == "bulk-005000"
+    assert len(state.recent_events) == limits.recent_events
+    assert list(state.recent_events)[-1] == "bulk-005000"
     assert len(state.order_ids) == limits.order_ids
     assert len(state.identifiers) == limits.identifiers
     assert len(state.fired) == limits.fired
@@ -447,8 +466,8 @@ def _check_golden_values(state: JourneyState) -> None:
     assert state.identifiers[:2] == ("member_id:M-77", "live_viewer_id:douyin:88231")
     [phone] = state.identifiers[2:]
     assert phone.startswith("phone:test-k1:")
-    assert state.recent_event_ids[0] == "g-1"
-    assert len(state.recent_event_ids) == 13
+    assert next(iter(state.recent_events)) == "g-1"
+    assert len(state.recent_events) == 13
 
 
 def test_the_realistic_journey_is_what_the_golden_record_holds() -> None:
@@ -522,13 +541,13 @@ def test_tighter_limits_are_honoured() -> None:
     small = CoreConfig(
         shipped_config().stage_model,
         shipped_config().rules,
-        JourneyLimits(recent_event_ids=3, order_ids=2),
+        JourneyLimits(recent_events=3, order_ids=2),
     )
     j = Journey(config=small)
     for i in range(5):
         j.send("order.paid", event_id=f"e-{i}", order_id=f"O-{i}")
     assert j.state is not None
-    assert j.state.recent_event_ids == ("e-2", "e-3", "e-4")
+    assert tuple(j.state.recent_events) == ("e-2", "e-3", "e-4")
     assert j.state.order_ids == ("O-3", "O-4")
 
 

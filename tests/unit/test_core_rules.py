@@ -314,7 +314,10 @@ _BROKEN: dict[str, Any] = {
     ),
     "unknown table in a lookup": (_set_lookup_table, "no_such_table"),
     "action rule without an action": (lambda d: d["rules"][0].pop("action"), "action"),
-    "alert rule without an alert type": (lambda d: d["rules"][2].pop("alert_type"), "alert_type"),
+    "alert rule without an alert type": (
+        lambda d: next(r for r in d["rules"] if r["output"] == "alert").pop("alert_type"),
+        "alert_type",
+    ),
     "condition with both metric and field": (_condition_with_both, "exactly one"),
     "condition with neither metric nor field": (
         lambda d: d["rules"][0]["when"].append({"op": "exists"}),
@@ -326,11 +329,22 @@ _BROKEN: dict[str, Any] = {
     ),
     "unknown key in a rule": (lambda d: d["rules"][0].update(cooldown="1h"), "cooldown"),
     "unknown channel": (lambda d: d["rules"][0].update(channel="fax"), "channel"),
+    "cancel_on without a delay": (
+        lambda d: d["rules"][0].update(cancel_on=["live.order"]),
+        "delay_seconds",
+    ),
+    "a delay of zero": (lambda d: d["rules"][0].update(delay_seconds=0), "delay_seconds"),
 }
 
 
 def test_the_shipped_rules_parse() -> None:
-    assert len(parse_rules(_shipped_rules()).rules) == 4
+    assert [r.id for r in parse_rules(_shipped_rules()).rules] == [
+        "live_price_question_coupon",
+        "live_price_question_host_cue",
+        "live_coupon_reminder",
+        "vip_store_check_in",
+        "negative_chat_sentiment",
+    ]
 
 
 @pytest.mark.parametrize("case", sorted(_BROKEN))

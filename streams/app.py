@@ -98,6 +98,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         web_enabled=True,
         table_standby_replicas=0,
         broker_commit_interval=1.0,
+        processing_guarantee=settings.processing_guarantee,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
     )
 
     def topic(name: str, **kwargs: Any) -> faust.TopicT:
@@ -414,11 +417,18 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         async def get(self, request: Request) -> Response:
             return _json(self, {"status": "ok"})
 
+    def owned_partitions() -> list[int]:
+        actives = app.assignor.assigned_actives() if app.assignor else set()
+        return sorted(tp.partition for tp in actives if tp.topic == specs.keyed.name)
+
     @app.page("/readyz")
     class ReadyView(View):
+        """Ready, and which journey partitions this worker owns."""
+
         async def get(self, request: Request) -> Response:
             ready = is_ready()
-            return _json(self, {"ready": ready}, 200 if ready else 503)
+            body = {"ready": ready, "partitions": owned_partitions()}
+            return _json(self, body, 200 if ready else 503)
 
     return Journeyflow(app=app, settings=settings, topics=specs, metrics=metrics, journeys=journeys)
 

@@ -60,7 +60,7 @@ def core_config(settings: Settings) -> CoreConfig:
     return CoreConfig(
         stage_model=load_stage_model(settings.stage_model),
         rules=load_rules(settings.rules_file),
-        limits=JourneyLimits(recent_events=settings.dedupe_window),
+        limits=JourneyLimits(recent_event_ids=settings.dedupe_window),
     )
 
 

@@ -46,6 +46,18 @@ class Settings(BaseSettings):
     store: Literal["rocksdb", "memory"] = Field(
         default="rocksdb", description="Table store; memory replays the changelog on each start."
     )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="Faust's processing guarantee. at_least_once with id-deduplicating "
+        "consumers is the tested default (see BENCHMARKS.md for the measured cost of "
+        "exactly_once).",
+    )
+    session_timeout_seconds: float = Field(
+        default=30.0,
+        ge=6,
+        description="How long the group waits for a silent worker before moving its "
+        "partitions: the pause after a crash.",
+    )
     rocksdb_block_cache_mb: int = Field(default=64, ge=1)
     data_dir: Path = Field(
         default=Path(".journeyflow"), description="Local state: table stores, the local broker."

@@ -31,9 +31,9 @@ from schemas.vocabulary import CUSTOM_BUCKET, CUSTOM_PREFIX, TRANSACTION_EVENTS
 from streams.core.identity import typed
 from streams.core.stages import StageModel
 
-#: 1: first release. 2: ``recent_event_ids`` became ``recent_events`` (event id ->
-#: source position, so a redelivery is told from a producer's duplicate) and
-#: ``pending`` (time-based items) was added.
+#: 1: first release. 2: added ``source_offsets`` (so a redelivery is told from a
+#: producer's duplicate) and ``pending`` (time-based items); v1 records load
+#: with both empty.
 STATE_VERSION = 2
 
 #: Event types that show interest (AIPL's "I"): active engagement, not exposure.
@@ -68,7 +68,7 @@ Outcome = Literal["processed", "duplicate", "redelivered", "erased"]
 class JourneyLimits:
     """Bounds on per-customer state."""
 
-    recent_events: int = 256
+    recent_event_ids: int = 256
     order_ids: int = 64
     identifiers: int = 16
     fired: int = 64
@@ -130,8 +130,12 @@ class JourneyState(BaseModel):
     #: event cannot undo a newer one (records written before it was added lack it).
     consent_ms: dict[str, int] = Field(default_factory=dict)
     order_ids: tuple[str, ...] = ()
-    #: event id -> where it was read (``partition:offset`` of the input topic).
-    recent_events: dict[str, str] = Field(default_factory=dict)
+    recent_event_ids: tuple[str, ...] = ()
+    #: Input partition -> highest offset applied to this journey. Records of
+    #: one input partition reach a customer in offset order, so a record at or
+    #: below it is a redelivery (a restart re-reading uncommitted input). One
+    #: entry per input partition: bounded by the topic's partition count.
+    source_offsets: dict[str, int] = Field(default_factory=dict)
     fired: tuple[str, ...] = ()
     pending: tuple[Pending, ...] = ()
 
@@ -185,22 +189,28 @@ def new_state(customer_id: str) -> JourneyState:
     return JourneyState(customer_id=customer_id)
 
 
-def _remember(recent: dict[str, str], event_id: str, source: str, limit: int) -> dict[str, str]:
-    out = dict(recent)
-    out[event_id] = source
-    while len(out) > limit:
-        del out[next(iter(out))]  # dicts keep insertion order: drop the oldest
-    return out
+def parse_source(source: str) -> tuple[str, int] | None:
+    """``"3:1207"`` -> ``("3", 1207)``; None when unknown."""
+    partition, sep, offset = source.partition(":")
+    return (partition, int(offset)) if sep and offset.isdigit() else None
 
 
 def seen_before(state: JourneyState, event_id: str, source: str) -> Outcome | None:
-    """``redelivered`` when this very input record was applied already (a
-    restart re-reads uncommitted records), ``duplicate`` when the event id came
-    from another record, ``None`` when it is new."""
-    known = state.recent_events.get(event_id)
-    if known is None:
-        return None
-    return "redelivered" if source and known == source else "duplicate"
+    """``redelivered`` when this input record was applied already (a restart
+    re-reads uncommitted records), ``duplicate`` when the event id came before
+    in another record, ``None`` when it is new."""
+    position = parse_source(source)
+    if position is not None and position[1] <= state.source_offsets.get(position[0], -1):
+        return "redelivered"
+    return "duplicate" if event_id in state.recent_event_ids else None
+
+
+def _advance_source(state: JourneyState, source: str) -> dict[str, int]:
+    position = parse_source(source)
+    if position is None:
+        return state.source_offsets
+    partition, offset = position
+    return {**state.source_offsets, partition: max(offset, state.source_offsets.get(partition, -1))}
 
 
 def apply_event(
@@ -223,7 +233,11 @@ def apply_event(
     if repeat == "redelivered":
         return state, repeat
     if repeat == "duplicate":
-        return state.model_copy(update={"duplicates": state.duplicates + 1}), repeat
+        update_dup = {
+            "duplicates": state.duplicates + 1,
+            "source_offsets": _advance_source(state, source),
+        }
+        return state.model_copy(update=update_dup), repeat
     if event.event_type == "privacy.erase":
         return None, "erased"
     t = occurred_ms if occurred_ms is not None else int(event.occurred_at.timestamp() * 1000)
@@ -233,9 +247,8 @@ def apply_event(
         "last_seen_ms": max(state.last_seen_ms, t),
         "channel_counts": _bump(state.channel_counts, event.channel),
         "event_counts": _bump(state.event_counts, counter_key(event.event_type)),
-        "recent_events": _remember(
-            state.recent_events, event.event_id, source, limits.recent_events
-        ),
+        "recent_event_ids": _push(state.recent_event_ids, event.event_id, limits.recent_event_ids),
+        "source_offsets": _advance_source(state, source),
     }
     identifiers = state.identifiers
     for kind, value in event.identities.items():
@@ -315,11 +328,8 @@ def decode_state(raw: bytes) -> JourneyState:
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """v1 kept bare event ids; their source positions are unknown (empty)."""
-    out = dict(data)
-    out["recent_events"] = dict.fromkeys(out.pop("recent_event_ids", ()), "")
-    out["version"] = 2
-    return out
+    """v2 only added fields (their defaults fit a v1 record)."""
+    return {**data, "version": 2}
 
 
 #: version -> function that upgrades a record of that version by one step.

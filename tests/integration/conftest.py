@@ -197,7 +197,7 @@ def http_post(
         return exc.code, json.loads(exc.read())
 
 
-def eventually(check: Any, timeout: float = 60.0, interval: float = 0.5, what: str = "") -> Any:
+def eventually(check: Any, timeout: float = 60.0, interval: float = 0.5, what: Any = "") -> Any:
     """Poll ``check()`` until it returns a truthy value; fail with the last value."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -206,4 +206,5 @@ def eventually(check: Any, timeout: float = 60.0, interval: float = 0.5, what: s
         if last:
             return last
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
+    about = what() if callable(what) else what or check
+    pytest.fail(f"timed out after {timeout}s waiting for {about}: last={last!r}")

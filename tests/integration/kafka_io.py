@@ -23,15 +23,18 @@ async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
     ]
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+def produce(bootstrap: str, topic: str, records: Iterable[tuple]) -> int:
+    """Send ``(key, value)`` or ``(key, value, partition)`` records; wait for acks."""
+
     async def go() -> int:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
         await producer.start()
         n = 0
         try:
             futures = []
-            for key, value in records:
-                futures.append(await producer.send(topic, value, key=key))
+            for key, value, *partition in records:
+                part = partition[0] if partition else None
+                futures.append(await producer.send(topic, value, key=key, partition=part))
                 n += 1
             for f in futures:
                 await f

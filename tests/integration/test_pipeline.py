@@ -4,7 +4,6 @@ in, journey state, outputs on the right topics, dead letters, dedupe."""
 from __future__ import annotations
 
 import base64
-import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
@@ -246,4 +245,5 @@ def test_api_key_guards_ingest_and_profile(namespace: Namespace, tmp_path) -> No
     status, _ = http_get(f"{worker.url}/v1/customers/member_id:M-77")
     assert status == 401
     assert http_get(f"{worker.url}/healthz")[0] == 200
-    assert json.dumps(http_get(f"{worker.url}/readyz")[1]) == '{"ready": true}'
+    ready = http_get(f"{worker.url}/readyz")[1]
+    assert ready["ready"] is True and ready["partitions"] == list(range(namespace.partitions))

@@ -224,7 +224,23 @@ def test_an_exact_duplicate_changes_nothing_but_the_duplicate_count() -> None:
 
     assert j.last is not None and j.last.outcome == "duplicate"
     assert outputs == ()
-    assert j.state == before.model_copy(update={"duplicates": before.duplicates + 1})
+    assert j.state is not None
+    bookkeeping = {"source_offsets": j.state.source_offsets}  # it was read, after all
+    assert j.state == before.model_copy(update={"duplicates": before.duplicates + 1, **bookkeeping})
+
+
+def test_a_redelivery_is_recognised_even_beyond_the_dedupe_window() -> None:
+    j = Journey()
+    first = make_admitted("page.view", event_id="old-1")
+    j.apply(first)
+    for i in range(j.config.limits.recent_event_ids + 10):
+        j.send("page.view", event_id=f"later-{i}")
+    before = j.state
+
+    j.apply(first)  # a restart re-reads an old, uncommitted record
+
+    assert j.last is not None and j.last.outcome == "redelivered"
+    assert j.state == before
 
 
 def test_a_redelivered_record_changes_nothing_at_all() -> None:
@@ -247,7 +263,7 @@ def test_a_redelivered_record_changes_nothing_at_all() -> None:
 def test_a_duplicate_is_caught_anywhere_in_the_window() -> None:
     j = Journey()
     j.send("live.like", event_id="e-old")
-    window = shipped_config().limits.recent_events
+    window = shipped_config().limits.recent_event_ids
     for i in range(window - 1):
         j.send("live.like", event_id=f"e-{i}")
 
@@ -314,8 +330,8 @@ def test_state_size_stays_bounded_however_long_the_history() -> None:
     assert state.events_total == 5000
     assert abs(sizes[5000] - sizes[1000]) <= 32  # only counters' digits may grow
     assert sizes[5000] < 48_000
-    assert len(state.recent_events) == limits.recent_events
-    assert list(state.recent_events)[-1] == "bulk-005000"
+    assert len(state.recent_event_ids) == limits.recent_event_ids
+    assert state.recent_event_ids[-1] == "bulk-005000"
     assert len(state.order_ids) == limits.order_ids
     assert len(state.identifiers) == limits.identifiers
     assert len(state.fired) == limits.fired
@@ -466,8 +482,8 @@ def _check_golden_values(state: JourneyState) -> None:
     assert state.identifiers[:2] == ("member_id:M-77", "live_viewer_id:douyin:88231")
     [phone] = state.identifiers[2:]
     assert phone.startswith("phone:test-k1:")
-    assert next(iter(state.recent_events)) == "g-1"
-    assert len(state.recent_events) == 13
+    assert state.recent_event_ids[0] == "g-1"
+    assert len(state.recent_event_ids) == 13
 
 
 def test_the_realistic_journey_is_what_the_golden_record_holds() -> None:
@@ -541,13 +557,13 @@ def test_tighter_limits_are_honoured() -> None:
     small = CoreConfig(
         shipped_config().stage_model,
         shipped_config().rules,
-        JourneyLimits(recent_events=3, order_ids=2),
+        JourneyLimits(recent_event_ids=3, order_ids=2),
     )
     j = Journey(config=small)
     for i in range(5):
         j.send("order.paid", event_id=f"e-{i}", order_id=f"O-{i}")
     assert j.state is not None
-    assert tuple(j.state.recent_events) == ("e-2", "e-3", "e-4")
+    assert j.state.recent_event_ids == ("e-2", "e-3", "e-4")
     assert j.state.order_ids == ("O-3", "O-4")
 
 

@@ -1,0 +1,188 @@
+"""kill -9 at any moment loses and doubles nothing.
+
+The same input is processed twice in fresh namespaces: once undisturbed, once
+with the worker killed (SIGKILL) three times — early, mid-stream, and after
+catching up while idle ticks fire reminders — each time with its local data
+folder deleted before it restarts. Final journeys (from the changelog) and
+the sets of output ids must be equal. Outputs may repeat under the same id
+(at least once); consumers dedupe by id.
+
+All input goes to one touchpoints partition so that the order in which
+events are admitted, and with it every event-time decision, is the same in
+both runs; what differs is only the crashes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import Namespace, WorkerProcess, eventually
+from kafka_io import count_messages, produce, read_topic
+
+from schemas.codec import InvalidEvent
+from streams.config import load_rules
+from streams.core.journey import decode_state
+from streams.producer import prepare
+from streams.settings import Settings
+from streams.simulate import SimulationConfig, simulate
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+N_EVENTS = 4000
+OUTPUT_TOPICS = ("actions", "alerts", "live-triggers")
+
+
+def rules_with_short_reminders(tmp_path: Path) -> Path:
+    """The shipped rules, with the coupon reminder due after 5 s of event time."""
+    data = load_rules(None).model_dump(mode="json")
+    for rule in data["rules"]:
+        if rule["delay_seconds"]:
+            rule["delay_seconds"] = 5
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def dataset() -> list[tuple[bytes, bytes, int]]:
+    settings = Settings(pii_key="integration-test-key", pii_key_id="t1")
+    config = SimulationConfig(
+        seed=5, customers=400, start=datetime.now(UTC), events_per_second=400.0, dirty_share=0.04
+    )
+    records = []
+    for rec in itertools.islice(simulate(config), N_EVENTS):
+        try:
+            key, _ = prepare(orjson.loads(rec.value), settings)
+        except (InvalidEvent, orjson.JSONDecodeError):
+            key = b"bad"
+        records.append((key, rec.value, 0))
+    return records
+
+
+def env(rules: Path) -> dict[str, str]:
+    return {
+        "JOURNEYFLOW_RULES_FILE": str(rules),
+        "JOURNEYFLOW_TICK_INTERVAL_SECONDS": "1",
+        "JOURNEYFLOW_IDLE_ADVANCE_DELAY_SECONDS": "5",
+        "JOURNEYFLOW_SESSION_TIMEOUT_SECONDS": "6",
+    }
+
+
+def final_journeys(ns: Namespace) -> dict[bytes, dict]:
+    latest: dict[bytes, bytes | None] = {}
+    for record in read_topic(ns.bootstrap, ns.changelog):
+        latest[record.key] = record.value
+    return {k: decode_state(v).model_dump(mode="json") for k, v in latest.items() if v is not None}
+
+
+def outputs(ns: Namespace) -> tuple[dict[str, dict], int]:
+    """id -> payload (without emitted_at), and how many records there were."""
+    by_id: dict[str, dict] = {}
+    n = 0
+    for name in OUTPUT_TOPICS:
+        for record in read_topic(ns.bootstrap, ns.topic(name)):
+            n += 1
+            payload = orjson.loads(record.value)
+            payload.pop("emitted_at", None)
+            assert by_id.setdefault(payload["id"], payload) == payload, "one id, two payloads"
+    return by_id, n
+
+
+LAST_BOOK: dict = {}
+
+
+def accounted(ns: Namespace) -> dict | None:
+    """The ledger when every input is accounted for, else None (see LAST_BOOK)."""
+    journeys = final_journeys(ns).values()
+    letters = {orjson.loads(r.value)["id"] for r in read_topic(ns.bootstrap, ns.topic("dlq"))}
+    book = {
+        "in": count_messages(ns.bootstrap, ns.topic("touchpoints")),
+        "processed": sum(j["events_total"] for j in journeys),
+        "duplicates": sum(j["duplicates"] for j in journeys),
+        "dead_lettered": len(letters),
+    }
+    done = book["processed"] + book["duplicates"] + book["dead_lettered"]
+    LAST_BOOK.update(book)
+    return book if done == book["in"] else None
+
+
+def settle(ns: Namespace, worker: WorkerProcess) -> dict:
+    """Wait until every input is accounted for and idle ticks fired what was due."""
+    book = eventually(
+        lambda: accounted(ns), timeout=240, what=lambda: f"inputs accounted for {LAST_BOOK}"
+    )
+    pending_left = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pending_left = sum(len(j["pending"]) for j in final_journeys(ns).values())
+        if pending_left == 0:
+            break
+        time.sleep(1)
+    assert pending_left == 0, f"{pending_left} reminders never fired"
+    return book
+
+
+def kill_when(ns: Namespace, worker: WorkerProcess, changelog_records: int) -> None:
+    eventually(
+        lambda: count_messages(ns.bootstrap, ns.changelog) >= changelog_records,
+        timeout=240,
+        interval=0.1,
+        what=f"{changelog_records} changelog records",
+    )
+    worker.stop(signal.SIGKILL)
+    worker.wipe_local_state()
+
+
+def run(ns: Namespace, tmp_path: Path, records, crash: bool) -> tuple[dict, dict, dict, int]:
+    worker = ns.worker(tmp_path, **env(rules_with_short_reminders(tmp_path))).start()
+    produce(ns.bootstrap, ns.topic("touchpoints"), records)
+    if crash:
+        expected = run.reference_changelog  # type: ignore[attr-defined]
+        for fraction in (0.15, 0.55):
+            kill_when(ns, worker, int(expected * fraction))
+            worker.start()
+        eventually(
+            lambda: accounted(ns),
+            timeout=240,
+            what=lambda: f"caught up before the last kill {LAST_BOOK}",
+        )
+        worker.stop(signal.SIGKILL)  # while idle ticks are firing the last reminders
+        worker.wipe_local_state()
+        worker.start()
+    book = settle(ns, worker)
+    journeys = final_journeys(ns)
+    by_id, n = outputs(ns)
+    if not crash:
+        run.reference_changelog = count_messages(ns.bootstrap, ns.changelog)  # type: ignore[attr-defined]
+    return book, journeys, by_id, n
+
+
+def test_kill_9_loses_and_doubles_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    records = dataset()
+    tag = str(int(time.time() * 1000))[-8:]
+    calm = Namespace(bootstrap=kafka_bootstrap, prefix=f"calm{tag}", app_id=f"jf-calm-{tag}")
+    crashed = Namespace(bootstrap=kafka_bootstrap, prefix=f"crash{tag}", app_id=f"jf-crash-{tag}")
+    try:
+        book_a, journeys_a, outputs_a, _ = run(calm, tmp_path / "calm", records, crash=False)
+        book_b, journeys_b, outputs_b, records_b = run(
+            crashed, tmp_path / "crash", records, crash=True
+        )
+    finally:
+        for w in calm.workers + crashed.workers:
+            w.stop(signal.SIGKILL)
+
+    assert book_a == book_b
+    assert sum(1 for o in outputs_a.values() if o.get("action") == "remind_coupon") > 0
+    assert journeys_a.keys() == journeys_b.keys()
+    different = [k for k in journeys_a if journeys_a[k] != journeys_b[k]]
+    assert not different, f"{len(different)} journeys differ, e.g. {different[:3]}"
+    assert outputs_a.keys() == outputs_b.keys()  # nothing lost, nothing under a second id
+    assert outputs_a == outputs_b
+    assert records_b >= len(outputs_b)  # repeats are allowed, under the same id

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from schemas.codec import InvalidEvent, encode, validate_touchpoint
 from schemas.outputs import Action, Alert, DeadLetter, LiveTrigger
 from streams.config import core_config, ingest_policy
-from streams.core.engine import step, tick
+from streams.core.engine import step
 from streams.core.errors import CoreError
 from streams.core.identity import customer_id_for, normalise, normalise_all, parse_typed
 from streams.core.ingest import Admitted, RecordMeta, admit, dead_letter
@@ -36,9 +36,9 @@ from streams.core.journey import decode_state, encode_state
 from streams.core.pii import InvalidIdentifier
 from streams.core.profile import profile_view
 from streams.core.rules import Output
-from streams.core.timers import PartitionClock
 from streams.metrics import Metrics
 from streams.settings import Settings
+from streams.timer_index import TimerIndex
 from streams.topics import Topics, topics_for
 from streams.watermark import InputWatermark
 
@@ -145,7 +145,6 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         partitions=settings.partitions,
         options=dict(table_options),
     )
-    width_ms = settings.timer_resolution_seconds * 1000
 
     async def send_dead_letter(letter: DeadLetter) -> None:
         key = letter.event_id.encode() if letter.event_id else None
@@ -176,46 +175,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         for ack in acks:
             await ack
 
-    def clock_of(partition: int) -> PartitionClock | None:
-        raw = timers.get(clock_key(partition))
-        return PartitionClock.from_bytes(raw) if raw else None
-
-    def index_due(partition: int, customer_id: str, due: tuple[int, ...], at_ms: int) -> None:
-        """Remember which customers have items due in which bucket."""
-        clock = clock_of(partition) or PartitionClock.start(at_ms, width_ms)
-        for due_ms in due:
-            bucket = clock.bucket_for(due_ms, width_ms)
-            key = due_key(partition, bucket)
-            raw = timers.get(key)
-            members = orjson.loads(raw) if raw else []
-            if customer_id not in members:
-                timers[key] = orjson.dumps([*members, customer_id])
-            clock = clock.with_bucket(bucket)
-        timers[clock_key(partition)] = clock.to_bytes()
+    index = TimerIndex(timers, journeys, settings.timer_resolution_seconds * 1000)
 
     async def move_clock(partition: int, to_ms: int) -> None:
-        """Advance the partition's event-time clock; fire what fell due."""
-        clock = clock_of(partition)
-        if clock is None:
-            timers[clock_key(partition)] = PartitionClock.start(to_ms, width_ms).to_bytes()
-            return
-        moved, due_buckets = clock.advance(to_ms, width_ms)
-        if moved.done_bucket == clock.done_bucket:
-            return  # persisted only when a bucket completes: one write per bucket width
-        for bucket in due_buckets:
-            key = due_key(partition, bucket)
-            for customer_id in orjson.loads(timers.get(key) or b"[]"):
-                ckey = customer_id.encode()
-                raw_state = journeys.get(ckey)
-                if raw_state is None:
-                    continue
-                result = tick(decode_state(raw_state), moved.clock_ms)
-                if result.outputs:
-                    await emit(result.outputs)
-                    journeys[ckey] = encode_state(result.state)
-            timers.pop(key, None)
-        timers[clock_key(partition)] = moved.to_bytes()
-        metrics.partition_clock.labels(str(partition)).set(moved.clock_ms / 1000)
+        clock = await index.advance(partition, to_ms, emit)
+        metrics.partition_clock.labels(str(partition)).set(clock.clock_ms / 1000)
 
     @app.agent(touchpoints, name="admit_touchpoints")
     async def admit_touchpoints(stream: faust.StreamT) -> None:
@@ -259,7 +223,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             result = step(decode_state(raw_state) if raw_state else None, admitted, core)
             await emit(result.outputs)
             if result.scheduled:
-                index_due(
+                index.add(
                     msg.partition, admitted.customer_id, result.scheduled, admitted.occurred_ms
                 )
             if result.state is None:
@@ -431,14 +395,6 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             return _json(self, body, 200 if ready else 503)
 
     return Journeyflow(app=app, settings=settings, topics=specs, metrics=metrics, journeys=journeys)
-
-
-def clock_key(partition: int) -> bytes:
-    return b"\x00clock:%d" % partition
-
-
-def due_key(partition: int, bucket: int) -> bytes:
-    return b"\x00due:%d:%d" % (partition, bucket)
 
 
 def header(headers: Any, name: str) -> str:

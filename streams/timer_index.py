@@ -1,0 +1,88 @@
+"""The due-time index over key-value tables: which customers of a partition
+have something due, and moving a partition's event-time clock.
+
+Works on any mutable mapping of bytes to bytes: the worker passes its Faust
+tables (``timers``, ``journeys``), the tick benchmark passes dicts. The
+clock and bucket arithmetic is ``streams.core.timers``; what fires is
+``streams.core.engine.tick``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+
+import orjson
+
+from streams.core.engine import tick
+from streams.core.journey import decode_state, encode_state
+from streams.core.rules import Output
+from streams.core.timers import PartitionClock
+
+Emit = Callable[[tuple[Output, ...]], Awaitable[None]]
+
+
+def clock_key(partition: int) -> bytes:
+    return b"\x00clock:%d" % partition
+
+
+def due_key(partition: int, bucket: int) -> bytes:
+    return b"\x00due:%d:%d" % (partition, bucket)
+
+
+class TimerIndex:
+    def __init__(
+        self,
+        timers: MutableMapping[bytes, bytes],
+        journeys: MutableMapping[bytes, bytes],
+        width_ms: int,
+    ) -> None:
+        self.timers = timers
+        self.journeys = journeys
+        self.width_ms = width_ms
+
+    def clock(self, partition: int) -> PartitionClock | None:
+        raw = self.timers.get(clock_key(partition))
+        return PartitionClock.from_bytes(raw) if raw else None
+
+    def add(self, partition: int, customer_id: str, due: tuple[int, ...], at_ms: int) -> None:
+        """Remember that ``customer_id`` has items due at these times."""
+        clock = self.clock(partition) or PartitionClock.start(at_ms, self.width_ms)
+        for due_ms in due:
+            bucket = clock.bucket_for(due_ms, self.width_ms)
+            key = due_key(partition, bucket)
+            raw = self.timers.get(key)
+            members = orjson.loads(raw) if raw else []
+            if customer_id not in members:
+                self.timers[key] = orjson.dumps([*members, customer_id])
+            clock = clock.with_bucket(bucket)
+        self.timers[clock_key(partition)] = clock.to_bytes()
+
+    async def advance(self, partition: int, to_ms: int, emit: Emit) -> PartitionClock:
+        """Move the partition's clock to ``to_ms`` and fire what fell due.
+
+        ``emit`` must have the outputs acknowledged before it returns: the
+        journey is written after it, so a crash repeats an output rather than
+        losing it. The clock is persisted only when a bucket completes.
+        """
+        clock = self.clock(partition)
+        if clock is None:
+            started = PartitionClock.start(to_ms, self.width_ms)
+            self.timers[clock_key(partition)] = started.to_bytes()
+            return started
+        moved, due_buckets = clock.advance(to_ms, self.width_ms)
+        if moved.done_bucket == clock.done_bucket:
+            return clock
+        for bucket in due_buckets:
+            key = due_key(partition, bucket)
+            for customer_id in orjson.loads(self.timers.get(key) or b"[]"):
+                ckey = customer_id.encode()
+                raw_state = self.journeys.get(ckey)
+                if raw_state is None:
+                    continue
+                result = tick(decode_state(raw_state), moved.clock_ms)
+                if result.outputs:
+                    await emit(result.outputs)
+                    self.journeys[ckey] = encode_state(result.state)
+            self.timers.pop(key, None)
+        self.timers[clock_key(partition)] = moved.to_bytes()
+        return moved

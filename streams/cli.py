@@ -396,5 +396,15 @@ def describe_output(out: dict[str, Any]) -> str:
     return f"{when} {kind:<12} {what} | {out['customer_id']} | {out['reason']}"
 
 
+def _register_bench() -> None:
+    try:
+        from bench.cli import bench
+    except ImportError:  # an install without the bench package (not a checkout)
+        return
+    main.add_command(bench)
+
+
+_register_bench()
+
 if __name__ == "__main__":
     main()

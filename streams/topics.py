@@ -33,6 +33,8 @@ class Topics:
     live_triggers: TopicSpec
     merges: TopicSpec
     feedback: TopicSpec
+    journeys_changelog: TopicSpec
+    timers_changelog: TopicSpec
 
     def all(self) -> list[TopicSpec]:
         return [
@@ -44,6 +46,8 @@ class Topics:
             self.live_triggers,
             self.merges,
             self.feedback,
+            self.journeys_changelog,
+            self.timers_changelog,
         ]
 
     def outputs(self) -> list[TopicSpec]:
@@ -74,4 +78,19 @@ def topics_for(settings: Settings) -> Topics:
         ),
         merges=TopicSpec(t("merges"), "One-ID merges (survivor, absorbed ids)", "survivor id"),
         feedback=TopicSpec(t("feedback"), "action outcomes back from automation", "customer id"),
+        # Faust would create these itself; creating them up front (and waiting for
+        # their leaders) avoids a start-up race in which an agent saw a changelog
+        # with no partitions yet and stopped with PartitionsMismatch.
+        journeys_changelog=TopicSpec(
+            f"{settings.app_id}-journeys-changelog",
+            "internal: journey table changelog",
+            "customer id",
+            {"cleanup.policy": "compact"},
+        ),
+        timers_changelog=TopicSpec(
+            f"{settings.app_id}-timers-changelog",
+            "internal: clocks and due-time index changelog",
+            "clock or bucket key",
+            {"cleanup.policy": "compact"},
+        ),
     )

@@ -1,0 +1,137 @@
+"""``journeyflow bench``: throughput, latency, changelog cost and a profile of
+the worker, next to a raw aiokafka baseline and an in-process CPU ceiling.
+
+Register with ``main.add_command(bench)``; ``python -m bench`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import sys
+from asyncio import CancelledError
+from pathlib import Path
+
+import click
+
+QUICK_EVENTS = 2000
+QUICK_DURATION = 5.0
+
+
+def _command_line() -> list[str]:
+    argv0 = Path(sys.argv[0])
+    head = ["python", "-m", argv0.parent.name] if argv0.name == "__main__.py" else [argv0.name]
+    return [*head, *sys.argv[1:]]
+
+
+def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        levels = tuple(float(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of numbers, e.g. 0.25,0.5,0.75") from None
+    if any(not 0 < x <= 2 for x in levels):
+        raise click.BadParameter("each level is a fraction of max throughput in (0, 2]")
+    return levels
+
+
+@click.command("bench")
+@click.option(
+    "--events",
+    type=click.IntRange(100, 1_000_000),
+    default=None,
+    help="Simulated events for the closed loop  [default: 20000; 2000 with --quick]",
+)
+@click.option(
+    "--bootstrap",
+    envvar="JOURNEYFLOW_KAFKA_BOOTSTRAP",
+    help="Use this Kafka (default: JOURNEYFLOW_KAFKA_BOOTSTRAP) instead of a private "
+    "broker started (and stopped) in a temp dir. Every run uses its own topics.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Results JSON  [default: bench/results/<UTC timestamp>.json]",
+)
+@click.option("--quick", is_flag=True, help="Smoke run: 2000 events, 5 s per open-loop level.")
+@click.option(
+    "--levels",
+    default="0.25,0.5,0.75",
+    show_default=True,
+    callback=_levels,
+    help="Open-loop rates as fractions of the worker's closed-loop throughput.",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Simulation seed.")
+@click.option(
+    "--guarantee",
+    type=click.Choice(["at_least_once", "exactly_once"]),
+    default="at_least_once",
+    show_default=True,
+    help="The worker's JOURNEYFLOW_PROCESSING_GUARANTEE.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(1, 300),
+    default=None,
+    help="Seconds of traffic per open-loop level  [default: 20; 5 with --quick]",
+)
+@click.option("--partitions", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--customers", type=click.IntRange(1, 1_000_000), default=2000, show_default=True)
+@click.option(
+    "--profile/--no-profile",
+    default=True,
+    show_default=True,
+    help="An extra closed-loop worker run with py-spy attached (py-spy: the test extra).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(10, 3600),
+    default=600.0,
+    show_default=True,
+    help="Longest wait for one closed loop to finish.",
+)
+def bench(
+    events: int | None,
+    bootstrap: str | None,
+    output: Path | None,
+    quick: bool,
+    levels: tuple[float, ...],
+    seed: int,
+    guarantee: str,
+    duration: float | None,
+    partitions: int,
+    customers: int,
+    profile: bool,
+    timeout: float,
+) -> None:
+    """Benchmark the worker against a raw aiokafka baseline and a CPU ceiling.
+
+    Progress goes to stderr, a markdown summary to stdout, all numbers to the
+    results JSON. Timings are measurements, not pass/fail checks.
+    """
+    from bench.harness import BenchConfig, BenchError, run_bench
+    from bench.report import render
+    from streams.errors import JourneyflowError
+
+    cfg = BenchConfig(
+        events=events or (QUICK_EVENTS if quick else 20_000),
+        bootstrap=bootstrap,
+        output=output,
+        levels=levels,
+        seed=seed,
+        duration=duration or (QUICK_DURATION if quick else 20.0),
+        partitions=partitions,
+        customers=customers,
+        profile=profile,
+        timeout=timeout,
+        quick=quick,
+        guarantee=guarantee,
+        command=_command_line(),
+    )
+    try:
+        results = run_bench(cfg)
+    except (BenchError, JourneyflowError) as exc:
+        click.echo(f"journeyflow bench: {exc}", err=True)
+        sys.exit(1)
+    except (KeyboardInterrupt, CancelledError):
+        click.echo("journeyflow bench: interrupted; everything it started is stopped", err=True)
+        sys.exit(130)
+    click.echo(render(results))
+    click.echo(f"results: {results['_output']}", err=True)

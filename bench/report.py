@@ -1,0 +1,182 @@
+"""Markdown tables from a results JSON (what BENCHMARKS.md quotes).
+
+``python -m bench.report bench/results/<file>.json`` prints them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float | int):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _pcts(p: dict[str, Any], keys: tuple[str, ...] = ("p50", "p95", "p99", "max")) -> str:
+    if not p or not p.get("count"):
+        return "–"
+    return " / ".join(_num(p.get(k)) for k in keys)
+
+
+def _cores(cpu: dict[str, Any], name: str) -> str:
+    return _num(cpu.get(name), 2) if cpu else "–"
+
+
+def render(r: dict[str, Any]) -> str:
+    m, v, cfg = r["machine"], r["versions"], r["config"]
+    w = r.get("worker", {})
+    wc = w.get("closed_loop", {})
+    b = r.get("baseline", {})
+    bc = b.get("closed_loop", {})
+    ceil = r.get("ceiling", {})
+    prof = r.get("profile", {})
+    pc = prof.get("closed_loop_under_profiler", {})
+    lines = [
+        f"Run {r['date']}, commit `{r['git']['commit'][:12]}`"
+        + (" (work tree had uncommitted changes)" if r["git"].get("worktree_dirty") else "")
+        + f"; {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB; "
+        f"Python {v['python']}, Kafka {v['kafka']}, faust-streaming {v['faust-streaming']}, "
+        f"aiokafka {v['aiokafka']}, pydantic {v['pydantic']}, orjson {v['orjson']}.",
+        "",
+        f"Command: `{r['command']}`",
+        "",
+        f"Input: {cfg['events']:,} simulated events (seed {cfg['seed']}, "
+        f"{cfg['customers']:,} customers, dirty share {cfg['dirty_share']}: "
+        + ", ".join(f"{k} {n:,}" for k, n in r["input"]["by_kind"].items())
+        + f"), mean {r['input']['mean_value_bytes']:.0f} bytes; {cfg['partitions']} partitions; "
+        f"{ceil.get('admitted', 0):,} admitted.",
+        "",
+        "### Throughput (closed loop: events pre-produced, every input counted)",
+        "",
+        "| what | events/s | seconds | its CPU cores | broker cores | other processes |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| worker (Faust), until offsets committed | {_num(wc.get('events_per_s'))} | "
+        f"{_num(wc.get('seconds'), 1)} | {_cores(wc.get('cpu_cores', {}), 'worker')} | "
+        f"{_cores(wc.get('cpu_cores', {}), 'broker')} | "
+        f"{_cores(wc.get('cpu_cores', {}), 'other_processes')} |",
+        "| worker (Faust), until its last event was applied | "
+        f"{_num(wc.get('events_per_s_by_last_write'))} "
+        f"| {_num(wc.get('seconds_to_last_journey_write'), 1)} | | | |",
+        f"| baseline (raw aiokafka), until offsets committed | {_num(bc.get('events_per_s'))} | "
+        f"{_num(bc.get('seconds'), 1)} | {_cores(bc.get('cpu_cores', {}), 'baseline')} | "
+        f"{_cores(bc.get('cpu_cores', {}), 'broker')} | "
+        f"{_cores(bc.get('cpu_cores', {}), 'other_processes')} |",
+        f"| ceiling: admit + step, in-process | {_num(ceil.get('core', {}).get('events_per_s'))} "
+        f"| {_num(ceil.get('core', {}).get('seconds'), 1)} | 1 | | |",
+        "| ceiling: + every encode/decode the worker does | "
+        f"{_num(ceil.get('core_and_codecs', {}).get('events_per_s'))} | "
+        f"{_num(ceil.get('core_and_codecs', {}).get('seconds'), 1)} | 1 | | |",
+    ]
+    if pc:
+        lines.append(
+            f"| worker under py-spy (profile run) | {_num(pc.get('events_per_s'))} | "
+            f"{_num(pc.get('seconds'), 1)} | {_cores(pc.get('cpu_cores', {}), 'worker')} | "
+            f"{_cores(pc.get('cpu_cores', {}), 'broker')} | "
+            f"{_cores(pc.get('cpu_cores', {}), 'other_processes')} |"
+        )
+    lines += [
+        "",
+        "### End-to-end latency, open loop (ms: p50 / p95 / p99 / max)",
+        "",
+        "Rates are fractions of the worker's closed-loop throughput; the baseline gets the "
+        "same records at the same rates. Latency = time of the first journey record "
+        "(worker: changelog; baseline: state topic) whose recent event ids end with the "
+        "event − the event's scheduled send time (its Kafka timestamp). Outputs: "
+        "`emitted_at` − send time, for outputs decided by the event itself.",
+        "",
+        "| load | events/s | worker: journey write | worker: outputs (n) | worker CPU | "
+        "worker drained after | baseline: journey write | baseline: outputs (n) |",
+        "|---|---:|---|---|---:|---:|---|---|",
+    ]
+    bph = {ph["level"]: ph for ph in b.get("open_loop", [])}
+    for ph in w.get("open_loop", []):
+        bp = bph.get(ph["level"], {})
+        wo = ph.get("latency_ms_to_output_immediate", {})
+        bo = bp.get("latency_ms_to_output_immediate", {})
+        lines.append(
+            f"| {ph['level']:.2f} × max | {_num(ph['achieved_send_rate'])} | "
+            f"{_pcts(ph.get('latency_ms_to_journey_write', {}))} | "
+            f"{_pcts(wo, ('p50', 'p95', 'p99'))} ({wo.get('count', 0)}) | "
+            f"{_cores(ph.get('cpu_cores', {}), 'worker')} | "
+            f"{_num(ph['drained_s_after_last_send'], 1)} s | "
+            f"{_pcts(bp.get('latency_ms_to_journey_write', {}))} | "
+            f"{_pcts(bo, ('p50', 'p95', 'p99'))} ({bo.get('count', 0)}) |"
+        )
+    if any("latency_ms_input_to_rekeyed_record" in ph for ph in w.get("open_loop", [])):
+        lines += [
+            "",
+            "Worker latency by hop (ms: p50 / p95 / p99 / max):",
+            "",
+            "| load | input → re-keyed record (admit agent) | re-keyed record → journey write "
+            "(update agent) |",
+            "|---|---|---|",
+        ]
+        for ph in w["open_loop"]:
+            lines.append(
+                f"| {ph['level']:.2f} × max | "
+                f"{_pcts(ph.get('latency_ms_input_to_rekeyed_record', {}))} | "
+                f"{_pcts(ph.get('latency_ms_rekeyed_record_to_journey_write', {}))} |"
+            )
+    chl = w.get("changelog", {})
+    bst = b.get("state_topic", {})
+    lines += [
+        "",
+        f"Changelog bytes: worker {_num(chl.get('bytes_per_input_event'))} per input event "
+        f"({_num(chl.get('bytes_per_admitted_event'))} per admitted event) over "
+        + ", ".join(
+            f"`{t.split('-', 3)[-1]}` {_num(s['records'])} records × "
+            f"{_num(s['bytes_per_record'])} B"
+            for t, s in chl.get("topics", {}).items()
+        )
+        + f"; baseline state topic {_num(bst.get('bytes_per_input_event'))} per input event.",
+    ]
+    sizes = ceil.get("state_bytes_at_end", {})
+    if sizes:
+        lines += [
+            "",
+            f"Journey state after the closed loop ({_num(sizes.get('customers'))} customers): "
+            f"median {_num(sizes.get('median'))} B, p99 {_num(sizes.get('p99'))} B, "
+            f"max {_num(sizes.get('max'))} B; each remembered event id adds "
+            f"{_num(sizes.get('bytes_per_remembered_event_id'), 1)} B.",
+        ]
+    if prof.get("samples"):
+        lines += [
+            "",
+            f"### Profile (py-spy, {prof['samples']:,} active samples of the worker process; "
+            + ", ".join(f"{k} {p}%" for k, p in prof.get("threads_pct", {}).items())
+            + ")",
+            "",
+            "| layer (self time, leaf-first) | % |",
+            "|---|---:|",
+        ]
+        lines += [f"| {k} | {p} |" for k, p in prof["categories_self_pct"].items() if p >= 0.5]
+        lines += ["", "| stage (inclusive) | % |", "|---|---:|"]
+        lines += [f"| {k} | {p} |" for k, p in prof["stages_inclusive_pct"].items()]
+        lines += ["", "| top cumulative | file | incl. % | self % |", "|---|---|---:|---:|"]
+        lines += [
+            f"| `{e['function']}` | {e['file']} | {e['inclusive_pct']} | {e['self_pct']} |"
+            for e in prof["top_cumulative"][:20]
+        ]
+    if prof.get("error"):
+        lines += ["", f"Profile run failed: {prof['error'][:400]}"]
+    if r.get("notes"):
+        lines += ["", "Notes: " + "; ".join(r["notes"])]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = argv if argv is not None else sys.argv[1:]
+    for path in args:
+        sys.stdout.write(render(orjson.loads(Path(path).read_bytes())))
+
+
+if __name__ == "__main__":
+    main()

@@ -39,10 +39,21 @@ class TimerIndex:
         self.timers = timers
         self.journeys = journeys
         self.width_ms = width_ms
+        #: partition -> (record bytes, decoded clock): the record lists every
+        #: bucket holding items and is read after every event, so it is parsed
+        #: only when it changed (the table stays the truth, e.g. after a rebalance).
+        self._decoded: dict[int, tuple[bytes, PartitionClock]] = {}
 
     def clock(self, partition: int) -> PartitionClock | None:
         raw = self.timers.get(clock_key(partition))
-        return PartitionClock.from_bytes(raw) if raw else None
+        if not raw:
+            return None
+        cached = self._decoded.get(partition)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        clock = PartitionClock.from_bytes(raw)
+        self._decoded[partition] = (raw, clock)
+        return clock
 
     def add(self, partition: int, customer_id: str, due: tuple[int, ...], at_ms: int) -> None:
         """Remember that ``customer_id`` has items due at these times."""

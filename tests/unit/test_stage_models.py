@@ -1,0 +1,74 @@
+"""The three shipped stage models are data that the same engine runs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from factories import T0, Journey, shipped_config
+
+from streams.config import load_stage_model
+from streams.errors import JourneyflowError
+
+
+def journey(model: str) -> Journey:
+    return Journey(config=replace(shipped_config(), stage_model=load_stage_model(model)))
+
+
+@pytest.mark.parametrize("name", ["aipl", "five_stage", "private_domain"])
+def test_shipped_models_load(name: str) -> None:
+    assert load_stage_model(name).name == name
+
+
+def test_five_stage_journey() -> None:
+    j = journey("five_stage")
+    j.send("ad.click", at=T0)
+    assert j.state is not None and j.state.stage == "discovery"
+    j.send("live.comment", at=T0 + timedelta(minutes=1), text="nice")
+    assert j.state.stage == "activation"
+    j.send("live.order", at=T0 + timedelta(minutes=2), order_id="o1", amount_minor=9900)
+    assert j.state.stage == "conversion"
+    j.send("live.share", at=T0 + timedelta(minutes=3))
+    assert j.state.stage == "use_share"
+    for n in (2, 3):
+        j.send("order.paid", at=T0 + timedelta(days=n), order_id=f"o{n}", amount_minor=9900)
+    assert j.state.stage == "loyalty"
+    assert [e.stage for e in j.state.stage_history] == [
+        "discovery",
+        "activation",
+        "conversion",
+        "use_share",
+        "loyalty",
+    ]
+
+
+def test_private_domain_funnel() -> None:
+    j = journey("private_domain")
+    j.send("page.view", at=T0)
+    assert j.state is not None and j.state.stage == "entry"
+    j.send("group.join", at=T0 + timedelta(minutes=1), context={"group_id": "g1"})
+    assert j.state.stage == "retention"
+    j.send("group.message", at=T0 + timedelta(minutes=2), text="hi")
+    assert j.state.stage == "retention"
+    j.send("group.link_click", at=T0 + timedelta(minutes=3))
+    assert j.state.stage == "activation"
+    j.send("order.paid", at=T0 + timedelta(days=1), order_id="o1", amount_minor=100)
+    j.send("order.paid", at=T0 + timedelta(days=9), order_id="o2", amount_minor=100)
+    assert j.state.stage == "repurchase_referral"
+
+
+def test_a_brand_file_is_used_and_a_bad_one_is_refused(tmp_path) -> None:
+    good = tmp_path / "two.json"
+    good.write_text(
+        '{"name": "two", "stages": ['
+        '{"id": "seen", "when": [{"metric": "events_total", "op": ">=", "value": 1}]},'
+        '{"id": "buyer", "when": [{"metric": "transactions", "op": ">=", "value": 1}]}]}'
+    )
+    assert [s.id for s in load_stage_model(str(good)).stages] == ["seen", "buyer"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "bad", "stages": []}')
+    with pytest.raises(JourneyflowError, match="stage model"):
+        load_stage_model(str(bad))
+    with pytest.raises(JourneyflowError, match=r"no such file"):
+        load_stage_model("nonexistent")

@@ -49,6 +49,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -1010,7 +1011,12 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     except (Exception, KeyboardInterrupt, asyncio.CancelledError) as exc:
         if run.results:
             failed = output.with_suffix(".failed.json")
-            partial = {**run.results, "error": f"{type(exc).__name__}: {exc}", "notes": run.notes}
+            partial = {
+                **run.results,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+                "notes": run.notes,
+            }
             failed.write_bytes(orjson.dumps(partial, option=orjson.OPT_INDENT_2) + b"\n")
             say(f"partial results: {failed}")
         raise

@@ -147,7 +147,7 @@ async def read_topic(
             raise TimeoutError(f"reading {topic} did not reach its end within {timeout:.0f}s")
         return out
     finally:
-        await consumer.stop()
+        await stop_quietly(consumer)
 
 
 async def first_timestamp(bootstrap: str, topic: str, timeout: float = 30.0) -> int | None:
@@ -176,4 +176,15 @@ async def first_timestamp(bootstrap: str, topic: str, timeout: float = 30.0) -> 
                     consumer.pause(tp)
         return min(first.values()) if first else None
     finally:
+        await stop_quietly(consumer)
+
+
+async def stop_quietly(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer. aiokafka's stop() right after start() can raise the
+    CancelledError of its own internal task; only a cancellation of ours counts."""
+    try:
         await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise

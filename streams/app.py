@@ -243,6 +243,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             settings.idle_advance_delay_seconds * 1000,
         )
 
+        @app.on_before_shutdown.connect
+        async def stop_watermark(sender: faust.App, **kwargs: Any) -> None:
+            await watermark.stop()
+
         @app.timer(interval=settings.tick_interval_seconds, on_leader=True)
         async def send_ticks() -> None:
             """Carry the input low watermark to every partition (see streams.watermark)."""

@@ -10,6 +10,17 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 
+async def stop_quietly(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer. aiokafka's stop() right after start() can raise the
+    CancelledError of its own internal task; only a cancellation of ours counts."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+
+
 async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -75,7 +86,7 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 20.0) -> list[Consum
                         remaining.discard(tp)
             return out
         finally:
-            await consumer.stop()
+            await stop_quietly(consumer)
 
     return asyncio.run(go())
 
@@ -91,6 +102,6 @@ def count_messages(bootstrap: str, topic: str) -> int:
             ends = await consumer.end_offsets(tps) if tps else {}
             return sum(ends.values())
         finally:
-            await consumer.stop()
+            await stop_quietly(consumer)
 
     return asyncio.run(go())

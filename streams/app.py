@@ -177,9 +177,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     index = TimerIndex(timers, journeys, settings.timer_resolution_seconds * 1000)
 
-    async def move_clock(partition: int, to_ms: int) -> None:
-        clock = await index.advance(partition, to_ms, emit)
-        metrics.partition_clock.labels(str(partition)).set(clock.clock_ms / 1000)
+    async def move_clock(partition: int, to_ms: int, *, start: bool = True) -> None:
+        clock = await index.advance(partition, to_ms, emit, start=start)
+        if clock is not None:
+            metrics.partition_clock.labels(str(partition)).set(clock.clock_ms / 1000)
 
     @app.agent(touchpoints, name="admit_touchpoints")
     async def admit_touchpoints(stream: faust.StreamT) -> None:
@@ -205,7 +206,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         async for event in stream.events():
             msg = event.message
             if event.key == TICK_KEY:
-                await move_clock(msg.partition, int(orjson.loads(event.value)["watermark_ms"]))
+                mark = int(orjson.loads(event.value)["watermark_ms"])
+                await move_clock(msg.partition, mark, start=False)
                 continue
             started = time.perf_counter()
             try:

@@ -68,15 +68,22 @@ class TimerIndex:
             clock = clock.with_bucket(bucket)
         self.timers[clock_key(partition)] = clock.to_bytes()
 
-    async def advance(self, partition: int, to_ms: int, emit: Emit) -> PartitionClock:
+    async def advance(
+        self, partition: int, to_ms: int, emit: Emit, *, start: bool = True
+    ) -> PartitionClock | None:
         """Move the partition's clock to ``to_ms`` and fire what fell due.
 
         ``emit`` must have the outputs acknowledged before it returns: the
         journey is written after it, so a crash repeats an output rather than
-        losing it. The clock is persisted only when a bucket completes.
+        losing it. The clock is persisted only when a bucket completes. A
+        partition's clock starts with its first event; an idle tick
+        (``start=False``) only moves a clock that exists, so where a clock
+        starts never depends on when the first tick happened to come.
         """
         clock = self.clock(partition)
         if clock is None:
+            if not start:
+                return None
             started = PartitionClock.start(to_ms, self.width_ms)
             self.timers[clock_key(partition)] = started.to_bytes()
             return started

@@ -26,10 +26,11 @@ import pytest
 from conftest import Namespace, WorkerProcess, eventually
 from kafka_io import count_messages, produce, read_topic
 
-from schemas.codec import InvalidEvent
+from schemas.codec import InvalidEvent, dump
 from streams.config import load_rules
 from streams.core.journey import decode_state
 from streams.producer import prepare
+from streams.replay import replay
 from streams.settings import Settings
 from streams.simulate import SimulationConfig, simulate
 
@@ -177,6 +178,20 @@ def test_kill_9_loses_and_doubles_nothing(kafka_bootstrap: str, tmp_path: Path) 
     finally:
         for w in calm.workers + crashed.workers:
             w.stop(signal.SIGKILL)
+
+    # the same input through `journeyflow replay` (in process, no Kafka)
+    settings = Settings(
+        pii_key="integration-test-key",
+        pii_key_id="t1",
+        partitions=calm.partitions,
+        rules_file=rules_with_short_reminders(tmp_path / "replay"),
+    )
+    replayed = replay([value for _, value, _ in records], settings, until_ms=2**62)
+    replay_journeys = {k.encode(): j.model_dump(mode="json") for k, j in replayed.journeys.items()}
+    replay_outputs = {o.id: dump(o) for o in replayed.outputs}
+    assert replay_journeys.keys() == journeys_a.keys()
+    assert [k for k in journeys_a if journeys_a[k] != replay_journeys[k]] == []
+    assert replay_outputs == outputs_a
 
     assert book_a == book_b
     assert sum(1 for o in outputs_a.values() if o.get("action") == "remind_coupon") > 0

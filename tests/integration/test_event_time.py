@@ -55,9 +55,10 @@ def partition_clocks(url: str) -> dict[int, float]:
     return clocks
 
 
-def clocks_reach(url: str, at: datetime, partitions: int) -> bool:
+def clocks_reach(url: str, at: datetime) -> bool:
+    """Every partition clock (a clock starts with its partition's first event) is past ``at``."""
     clocks = partition_clocks(url)
-    return len(clocks) == partitions and min(clocks.values()) >= at.timestamp()
+    return bool(clocks) and min(clocks.values()) >= at.timestamp()
 
 
 def test_reminder_fires_for_a_viewer_who_never_comes_back(namespace: Namespace, tmp_path) -> None:
@@ -112,7 +113,7 @@ def test_no_reminder_after_an_order_or_before_the_due_time(namespace: Namespace,
     )
     # every partition's clock passes the first claim's due time (40 - 30 = 10 minutes ago)
     eventually(
-        lambda: clocks_reach(worker.url, ago(10), namespace.partitions),
+        lambda: clocks_reach(worker.url, ago(10)),
         timeout=60,
         what="all partition clocks past the due time",
     )
@@ -162,7 +163,7 @@ def test_a_far_future_timestamp_fires_no_ones_timers(namespace: Namespace, tmp_p
     )
     assert [(d["event_id"], d["reason_code"]) for d in letters] == [("e-bad", "future_timestamp")]
     eventually(
-        lambda: clocks_reach(worker.url, ago(2), namespace.partitions),
+        lambda: clocks_reach(worker.url, ago(2)),
         timeout=60,
         what="idle ticks moving the clocks",
     )

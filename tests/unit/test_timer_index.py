@@ -61,3 +61,14 @@ async def test_the_clock_is_read_from_the_table_not_a_stale_copy() -> None:
     other = TimerIndex(timers, {}, width_ms=10_000)  # e.g. the partition moved away and back
     await other.advance(3, 2_000_000, emit)
     assert index.clock(3).clock_ms == 2_000_000
+
+
+async def test_an_idle_tick_does_not_start_a_clock() -> None:
+    timers: dict[bytes, bytes] = {}
+    index = TimerIndex(timers, {}, width_ms=10_000)
+
+    async def emit(outputs) -> None:
+        raise AssertionError("nothing is due")
+
+    assert await index.advance(5, 1_000_000, emit, start=False) is None
+    assert index.clock(5) is None  # the partition's first event will start it

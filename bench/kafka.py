@@ -11,6 +11,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from streams.admin import stop_quietly
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -177,14 +179,3 @@ async def first_timestamp(bootstrap: str, topic: str, timeout: float = 30.0) -> 
         return min(first.values()) if first else None
     finally:
         await stop_quietly(consumer)
-
-
-async def stop_quietly(consumer: AIOKafkaConsumer) -> None:
-    """Stop a consumer. aiokafka's stop() right after start() can raise the
-    CancelledError of its own internal task; only a cancellation of ours counts."""
-    try:
-        await consumer.stop()
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise

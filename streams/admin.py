@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
@@ -94,3 +95,14 @@ def _new_topic(spec: TopicSpec, settings: Settings) -> NewTopic:
         replication_factor=settings.replication_factor,
         topic_configs=config,
     )
+
+
+async def stop_quietly(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer. aiokafka's stop() right after start() can raise the
+    CancelledError of its own internal task; only a cancellation of ours counts."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise

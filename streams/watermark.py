@@ -17,6 +17,8 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from streams.admin import stop_quietly
+
 
 class InputWatermark:
     def __init__(self, bootstrap: str, group: str, topic: str, allowed_lateness_ms: int) -> None:
@@ -44,7 +46,7 @@ class InputWatermark:
 
     async def stop(self) -> None:
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_quietly(self._consumer)
         if self._admin is not None:
             await self._admin.close()
         self._admin = self._consumer = None

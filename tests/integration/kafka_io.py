@@ -9,16 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
-
-async def stop_quietly(consumer: AIOKafkaConsumer) -> None:
-    """Stop a consumer. aiokafka's stop() right after start() can raise the
-    CancelledError of its own internal task; only a cancellation of ours counts."""
-    try:
-        await consumer.stop()
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise
+from streams.admin import stop_quietly
 
 
 async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:

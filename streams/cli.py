@@ -364,7 +364,7 @@ def up(rate: float, kafka_port: int, web_port: int | None) -> None:
         click.echo(
             f"worker starting (log: {log_path})\n"
             f"  metrics   {web}/metrics\n"
-            f"  profile   journeyflow profile live_viewer_id:douyin:<id>  "
+            f"  profile   journeyflow profile live_viewer_id:douyin:<id> --url {web}  "
             f"(or {web}/v1/customers/TYPE:VALUE)\n"
             f"  ingest    POST {web}/v1/events\n"
             f"simulating {rate:g} events/s; actions, alerts and live triggers appear below. "

@@ -128,23 +128,21 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             "driver": "rocksdict",
             "block_cache_size": settings.rocksdb_block_cache_mb * 1024 * 1024,
         }
-    journeys = app.Table(
-        "journeys",
-        default=None,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-        options=dict(table_options),
-    )
-    # Per-partition event-time clocks and the due-time index (streams.core.timers).
-    timers = app.Table(
-        "timers",
-        default=None,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-        options=dict(table_options),
-    )
+
+    def table(name: str) -> Any:
+        """A bytes -> bytes table, co-partitioned with the re-keyed topic."""
+        return app.Table(
+            name,
+            default=None,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            options=dict(table_options),  # Faust pops keys from it: one copy per table
+        )
+
+    journeys = table("journeys")
+    # Per-partition event-time clocks and the due-time index (streams.timer_index).
+    timers = table("timers")
 
     async def send_dead_letter(letter: DeadLetter) -> None:
         key = letter.event_id.encode() if letter.event_id else None

@@ -210,10 +210,6 @@ def fire_due(state: JourneyState, now_ms: int) -> tuple[JourneyState, list[Outpu
     return state.model_copy(update={"pending": left}), outputs
 
 
-def next_due_ms(state: JourneyState) -> int | None:
-    return min((p.due_ms for p in state.pending), default=None)
-
-
 def _common(scope: _Scope, decided_at: datetime) -> dict[str, Any]:
     return {
         "id": output_id(scope.rule.id, scope.state.customer_id, scope.event.event_id),

@@ -72,19 +72,15 @@ def _core_pass(inputs: Sequence[Input], settings: Settings) -> tuple[float, floa
 
 def _state_sizes(states: Any) -> dict[str, Any]:
     """Sizes of the final states (what one changelog record of each weighs now), and
-    the mean bytes one remembered event id adds (the ``recent_events`` window)."""
+    the mean bytes one remembered event id adds (the ``recent`` window)."""
     sizes = sorted(len(encode_state(st)) for st in states)
     if not sizes:
         return {}
     per_id: list[float] = []
     for st in states:
-        recent = getattr(st, "recent_events", None) or getattr(st, "recent_event_ids", None)
+        recent = st.recent
         if recent and len(recent) >= 8:
-            empty = st.model_copy(
-                update={"recent_events": {}}
-                if isinstance(recent, dict)
-                else {"recent_event_ids": ()}
-            )
+            empty = st.model_copy(update={"recent": ()})
             per_id.append((len(encode_state(st)) - len(encode_state(empty))) / len(recent))
     return {
         "customers": len(sizes),

@@ -387,7 +387,8 @@ async def rekeyed_stats(ns: Namespace) -> dict[str, Any]:
 
 def _last_event_id(value: bytes) -> str | None:
     """The event that caused a journey write: the last of ``recent_event_ids``
-    (schema 1) or of ``recent_events`` (schema 2: a dict event id -> source)."""
+    (state v1-v2) or the newest of ``recent`` (v3: ``[ms, event_id, source]``
+    sorted by event time, which the simulator's traffic follows)."""
     try:
         state = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -397,9 +398,9 @@ def _last_event_id(value: bytes) -> str | None:
     ids = state.get("recent_event_ids")
     if isinstance(ids, list) and ids:
         return str(ids[-1])
-    recent = state.get("recent_events")
-    if isinstance(recent, dict) and recent:
-        return str(next(reversed(recent)))
+    recent = state.get("recent")
+    if isinstance(recent, list) and recent and isinstance(recent[-1], list):
+        return str(recent[-1][1])
     return None
 
 

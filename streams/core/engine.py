@@ -45,22 +45,29 @@ class StepResult:
     scheduled: tuple[int, ...] = ()
 
 
-def step(state: JourneyState | None, admitted: Admitted, config: CoreConfig) -> StepResult:
+def step(
+    state: JourneyState | None,
+    admitted: Admitted,
+    config: CoreConfig,
+    position: str | None = None,
+) -> StepResult:
     """Apply one admitted event to a customer's journey and decide what to emit.
 
     A duplicate (its ``event_id`` is among the customer's recent ids) changes
     only the duplicate counter and emits nothing; a redelivery of the same
-    input record changes nothing; ``privacy.erase`` returns no state.
+    record changes nothing; ``privacy.erase`` returns no state. ``position``
+    is where the journey read the record (``partition:offset`` of its own
+    input), the input record's position when not given.
     """
     event = admitted.event
     t = admitted.occurred_ms
     early: list[Output] = []
     if state is None:
         state = new_state(admitted.customer_id)
-    elif state.pending and seen_before(state, event.event_id, admitted.source) is None:
+    elif state.pending and seen_before(state, event.event_id, admitted.source, position) is None:
         state, early = fire_due(state, t - 1)  # due strictly before this event
     new, outcome = apply_event(
-        state, admitted.customer_id, event, config.limits, t, admitted.source
+        state, admitted.customer_id, event, config.limits, t, admitted.source, position
     )
     if new is None or outcome != "processed":
         return StepResult(new, outcome)

@@ -1,8 +1,9 @@
-"""Identifiers and the customer id.
+"""Identifiers, their strength order, and normalisation.
 
-Until One-ID resolution links identifiers across events, a customer is named
-by the strongest identifier an event carries (vocabulary order). This is the
-one function the identity-resolution issue replaces.
+Identifiers are typed (``TYPE:VALUE``) and totally ordered: by type strength
+(vocabulary order, ``member_id`` strongest), then by value. A customer is
+named by the smallest identifier in this order among those linked to it
+(``streams.core.oneid``), so the same identities always give the same id.
 
 >>> customer_id_for({"live_viewer_id": "douyin:1", "member_id": "M-7"})
 'member_id:M-7'
@@ -68,7 +69,23 @@ def normalise_all(identities: Mapping[K, str], key: PiiKey) -> dict[str, str]:
     return {kind: normalise(kind, value, key) for kind, value in ordered}
 
 
+def order_key(identifier: str) -> tuple[int, str]:
+    """Sort key of a typed identifier: strongest type first, then by value.
+
+    >>> sorted(["phone:x", "member_id:M-9", "member_id:M-10"], key=order_key)
+    ['member_id:M-10', 'member_id:M-9', 'phone:x']
+    """
+    kind, _, value = identifier.partition(":")
+    return _RANK.get(kind, len(_RANK)), value
+
+
 def customer_id_for(identities: Mapping[str, str]) -> str:
-    """The customer id of an event: its strongest (already normalised) identifier."""
+    """The strongest (already normalised) identifier of an event, typed: where
+    the event enters identity resolution."""
     kind = min(identities, key=_RANK.__getitem__)
     return typed(kind, identities[kind])
+
+
+def typed_identifiers(identities: Mapping[str, str]) -> tuple[str, ...]:
+    """An event's identifiers, typed, strongest first."""
+    return tuple(sorted((typed(k, v) for k, v in identities.items()), key=order_key))

@@ -28,13 +28,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import TouchpointEvent
 from schemas.vocabulary import CUSTOM_BUCKET, CUSTOM_PREFIX, TRANSACTION_EVENTS
-from streams.core.identity import typed
+from streams.core.identity import order_key
 from streams.core.stages import StageModel
 
 #: 1: first release. 2: added ``source_offsets`` (so a redelivery is told from a
 #: producer's duplicate) and ``pending`` (time-based items); v1 records load
-#: with both empty.
-STATE_VERSION = 2
+#: with both empty. 3: every fact the journey keeps is mergeable (One-ID folds
+#: journeys): recent event ids and orders carry their event time, last room
+#: and store their time, ``last_ms_by_type`` records the newest event of each
+#: type; ``source_offsets`` counts positions of the journey's own (internal)
+#: partition.
+STATE_VERSION = 3
 
 #: Event types that show interest (AIPL's "I"): active engagement, not exposure.
 ENGAGEMENT_EVENTS = frozenset(
@@ -70,7 +74,8 @@ class JourneyLimits:
 
     recent_event_ids: int = 256
     order_ids: int = 64
-    identifiers: int = 16
+    #: Identifiers one customer may hold; a link beyond it is refused.
+    identifiers: int = 32
     fired: int = 64
     consents: int = 32
     stage_history: int = 16
@@ -124,20 +129,41 @@ class JourneyState(BaseModel):
     refunds_minor: dict[str, int] = Field(default_factory=dict)
     last_purchase_ms: int | None = None
     last_live_room_id: str | None = None
+    last_live_room_ms: int | None = None
     last_store_id: str | None = None
+    last_store_ms: int | None = None
+    #: Newest event time per counter key (event type): a merge cancels pending
+    #: items of one side with the other side's events, as one journey would.
+    last_ms_by_type: dict[str, int] = Field(default_factory=dict)
     consent: dict[str, bool] = Field(default_factory=dict)
     #: Event time of the change behind each ``consent`` entry, so a late older
     #: event cannot undo a newer one (records written before it was added lack it).
     consent_ms: dict[str, int] = Field(default_factory=dict)
-    order_ids: tuple[str, ...] = ()
-    recent_event_ids: tuple[str, ...] = ()
-    #: Input partition -> highest offset applied to this journey. Records of
-    #: one input partition reach a customer in offset order, so a record at or
-    #: below it is a redelivery (a restart re-reading uncommitted input). One
-    #: entry per input partition: bounded by the topic's partition count.
+    #: Transactions ``(order_id, event ms, currency, amount_minor)``, the
+    #: newest ``limits.order_ids`` by event time. An order seen twice counts
+    #: once, with its earliest record.
+    orders: tuple[tuple[str, int, str, int], ...] = ()
+    #: The newest ``limits.recent_event_ids`` events ``(event ms, event_id,
+    #: input position)``, sorted: producer duplicates are told from
+    #: redeliveries of the same input record by the position.
+    recent: tuple[tuple[int, str, str], ...] = ()
+    #: Partition -> highest position of the journey's own input (the internal,
+    #: customer-keyed topic) applied. Every record that changes a journey is
+    #: read from that partition in offset order, so one at or below it is a
+    #: redelivery (a restart re-reading uncommitted records).
     source_offsets: dict[str, int] = Field(default_factory=dict)
     fired: tuple[str, ...] = ()
     pending: tuple[Pending, ...] = ()
+
+    @property
+    def recent_event_ids(self) -> tuple[str, ...]:
+        """Recent event ids, oldest first (by event time)."""
+        return tuple(event_id for _, event_id, _ in self.recent)
+
+    @property
+    def order_ids(self) -> tuple[str, ...]:
+        """Recent order ids, oldest first (by event time)."""
+        return tuple(order[0] for order in self.orders)
 
     def metric(self, name: str) -> Any:
         """Metrics that stage models and rules read.
@@ -173,6 +199,17 @@ def _bump(counts: dict[str, int], key: str, by: int = 1) -> dict[str, int]:
     return out
 
 
+def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for key, n in b.items():
+        out[key] = out.get(key, 0) + n
+    return out
+
+
+def _nonzero(counts: dict[str, int]) -> dict[str, int]:
+    return {key: n for key, n in counts.items() if n}
+
+
 def _push(items: tuple[str, ...], item: str, limit: int) -> tuple[str, ...]:
     """Append, keeping the newest ``limit`` items and no duplicates."""
     if item in items:
@@ -186,7 +223,8 @@ def counter_key(event_type: str) -> str:
 
 
 def new_state(customer_id: str) -> JourneyState:
-    return JourneyState(customer_id=customer_id)
+    """An empty journey; its customer id is its first identifier."""
+    return JourneyState(customer_id=customer_id, identifiers=(customer_id,))
 
 
 def parse_source(source: str) -> tuple[str, int] | None:
@@ -195,22 +233,90 @@ def parse_source(source: str) -> tuple[str, int] | None:
     return (partition, int(offset)) if sep and offset.isdigit() else None
 
 
-def seen_before(state: JourneyState, event_id: str, source: str) -> Outcome | None:
-    """``redelivered`` when this input record was applied already (a restart
-    re-reads uncommitted records), ``duplicate`` when the event id came before
-    in another record, ``None`` when it is new."""
-    position = parse_source(source)
-    if position is not None and position[1] <= state.source_offsets.get(position[0], -1):
+def is_redelivery(state: JourneyState, position: str) -> bool:
+    """Was the record at ``position`` (``partition:offset`` of the journey's
+    own input) applied already?"""
+    parsed = parse_source(position)
+    return parsed is not None and parsed[1] <= state.source_offsets.get(parsed[0], -1)
+
+
+def seen_before(
+    state: JourneyState, event_id: str, source: str, position: str | None = None
+) -> Outcome | None:
+    """``redelivered`` when this record was applied already (a restart re-reads
+    uncommitted records: the same ``position``, or the same input ``source``
+    for the same event id), ``duplicate`` when the event id came before in
+    another input record, ``None`` when it is new."""
+    if is_redelivery(state, source if position is None else position):
         return "redelivered"
-    return "duplicate" if event_id in state.recent_event_ids else None
+    for _, seen_id, seen_source in state.recent:
+        if seen_id == event_id:
+            return "redelivered" if source and seen_source == source else "duplicate"
+    return None
 
 
-def _advance_source(state: JourneyState, source: str) -> dict[str, int]:
-    position = parse_source(source)
-    if position is None:
-        return state.source_offsets
-    partition, offset = position
-    return {**state.source_offsets, partition: max(offset, state.source_offsets.get(partition, -1))}
+def advance_position(offsets: dict[str, int], position: str) -> dict[str, int]:
+    parsed = parse_source(position)
+    if parsed is None:
+        return offsets
+    partition, offset = parsed
+    return {**offsets, partition: max(offset, offsets.get(partition, -1))}
+
+
+def _newest(items: Any, limit: int) -> tuple[Any, ...]:
+    """Sorted, keeping the ``limit`` largest (newest: tuples start with a time)."""
+    ordered = sorted(items)
+    return tuple(ordered[-limit:]) if len(ordered) > limit else tuple(ordered)
+
+
+def _later(a: tuple[int, str] | None, b: tuple[int, str] | None) -> tuple[int, str] | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def _pair(value: str | None, at_ms: int | None) -> tuple[int, str] | None:
+    return None if value is None else (at_ms or 0, value)
+
+
+def _record_order(
+    orders: tuple[tuple[str, int, str, int], ...],
+    order: tuple[str, int, str, int],
+    limit: int,
+) -> tuple[tuple[tuple[str, int, str, int], ...], tuple[str, int, str, int] | None, bool]:
+    """Add one transaction to the order list: ``(orders, replaced, counted)``.
+
+    A new order id is counted; a known one keeps the earliest record (by event
+    time, then currency and amount), so the result does not depend on which
+    channel reported the order first. ``replaced`` is the record it displaced.
+    """
+    for known in orders:
+        if known[0] == order[0]:
+            if order[1:] < known[1:]:
+                rest = [o for o in orders if o[0] != order[0]]
+                return _by_time((*rest, order), limit), known, False
+            return orders, None, False
+    return _by_time((*orders, order), limit), None, True
+
+
+def _by_time(
+    orders: tuple[tuple[str, int, str, int], ...], limit: int
+) -> tuple[tuple[str, int, str, int], ...]:
+    ordered = sorted(orders, key=lambda o: (o[1], o[0]))
+    return tuple(ordered[-limit:]) if len(ordered) > limit else tuple(ordered)
+
+
+def _consent_newer(at_ms: int, granted: bool, known_ms: int | None, known: bool | None) -> bool:
+    """The newest change by event time wins; on a tie, revoking wins."""
+    if known_ms is None:
+        return True
+    return at_ms > known_ms or (at_ms == known_ms and not granted and known is not False)
+
+
+def _cancelled(item: Pending, last_ms_by_type: dict[str, int]) -> bool:
+    return any(last_ms_by_type.get(t, -1) >= item.created_ms for t in item.cancel_on)
 
 
 def apply_event(
@@ -220,71 +326,202 @@ def apply_event(
     limits: JourneyLimits,
     occurred_ms: int | None = None,
     source: str = "",
+    position: str | None = None,
 ) -> tuple[JourneyState | None, Outcome]:
     """Fold one event into the journey (no stage, no decisions: see :func:`advance_stage`).
 
-    ``source`` names the input record (``partition:offset``) so a redelivery
-    of the same record changes nothing. Returns ``(None, "erased")`` for
-    ``privacy.erase``: the journey is forgotten.
+    ``source`` names the input record (``partition:offset``) and ``position``
+    the record this journey read it from (the source when not given), so a
+    redelivery of the same record changes nothing. Returns ``(None,
+    "erased")`` for ``privacy.erase``: the journey is forgotten. Identifiers
+    join a journey through One-ID linking (``streams.core.oneid``), not here.
     """
     if state is None:
         state = new_state(customer_id)
-    repeat = seen_before(state, event.event_id, source)
+    position = source if position is None else position
+    repeat = seen_before(state, event.event_id, source, position)
     if repeat == "redelivered":
         return state, repeat
     if repeat == "duplicate":
         update_dup = {
             "duplicates": state.duplicates + 1,
-            "source_offsets": _advance_source(state, source),
+            "source_offsets": advance_position(state.source_offsets, position),
         }
         return state.model_copy(update=update_dup), repeat
     if event.event_type == "privacy.erase":
         return None, "erased"
     t = occurred_ms if occurred_ms is not None else int(event.occurred_at.timestamp() * 1000)
+    key = counter_key(event.event_type)
+    newest_of_type = max(t, state.last_ms_by_type.get(key, t))
     update: dict[str, Any] = {
         "events_total": state.events_total + 1,
         "first_seen_ms": min(state.first_seen_ms, t) if state.events_total else t,
         "last_seen_ms": max(state.last_seen_ms, t),
         "channel_counts": _bump(state.channel_counts, event.channel),
-        "event_counts": _bump(state.event_counts, counter_key(event.event_type)),
-        "recent_event_ids": _push(state.recent_event_ids, event.event_id, limits.recent_event_ids),
-        "source_offsets": _advance_source(state, source),
+        "event_counts": _bump(state.event_counts, key),
+        "last_ms_by_type": {**state.last_ms_by_type, key: newest_of_type},
+        "recent": _newest((*state.recent, (t, event.event_id, source)), limits.recent_event_ids),
+        "source_offsets": advance_position(state.source_offsets, position),
     }
-    identifiers = state.identifiers
-    for kind, value in event.identities.items():
-        identifiers = _push(identifiers, typed(kind, value), limits.identifiers)
-    update["identifiers"] = identifiers
     ctx = event.context
     if ctx.live_room_id:
-        update["last_live_room_id"] = ctx.live_room_id
+        known_room = _pair(state.last_live_room_id, state.last_live_room_ms)
+        room = _later(known_room, (t, ctx.live_room_id))
+        assert room is not None
+        update["last_live_room_ms"], update["last_live_room_id"] = room
     if ctx.store_id:
-        update["last_store_id"] = ctx.store_id
+        store = _later(_pair(state.last_store_id, state.last_store_ms), (t, ctx.store_id))
+        assert store is not None
+        update["last_store_ms"], update["last_store_id"] = store
     props = event.properties
     etype = event.event_type
     if etype == "live.view_end":
         update["watch_seconds"] = state.watch_seconds + props.watch_seconds
-    elif etype in TRANSACTION_EVENTS and props.order_id not in state.order_ids:
-        update["transactions"] = state.transactions + 1
-        update["spend_minor"] = _bump(state.spend_minor, props.currency, props.amount_minor)
-        update["order_ids"] = _push(state.order_ids, props.order_id, limits.order_ids)
-        last = state.last_purchase_ms
-        update["last_purchase_ms"] = t if last is None else max(last, t)
+    elif etype in TRANSACTION_EVENTS:
+        order = (props.order_id, t, props.currency, props.amount_minor)
+        orders, replaced, counted = _record_order(state.orders, order, limits.order_ids)
+        spend = state.spend_minor
+        if counted:
+            update["transactions"] = state.transactions + 1
+            spend = _bump(spend, props.currency, props.amount_minor)
+        elif replaced is not None:  # an earlier record of a known order
+            spend = _bump(spend, replaced[2], -replaced[3])
+            spend = _bump(spend, props.currency, props.amount_minor)
+        update["orders"] = orders
+        update["spend_minor"] = _nonzero(spend)
+        update["last_purchase_ms"] = max(o[1] for o in orders)
     elif etype in ("store.return", "order.refund") and props.amount_minor:
         update["refunds_minor"] = _bump(state.refunds_minor, props.currency, props.amount_minor)
     elif etype in ("consent.granted", "consent.revoked"):
-        key = f"{props.channel}:{props.purpose}"
+        consent_key = f"{props.channel}:{props.purpose}"
         granted = etype == "consent.granted"
-        known_ms = state.consent_ms.get(key)
-        # The newest change by event time wins; on a tie, revoking wins.
-        newer = known_ms is None or t > known_ms or (t == known_ms and not granted)
-        if newer and (key in state.consent or len(state.consent) < limits.consents):
-            update["consent"] = {**state.consent, key: granted}
-            update["consent_ms"] = {**state.consent_ms, key: t}
+        newer = _consent_newer(
+            t, granted, state.consent_ms.get(consent_key), state.consent.get(consent_key)
+        )
+        if newer and (consent_key in state.consent or len(state.consent) < limits.consents):
+            update["consent"] = {**state.consent, consent_key: granted}
+            update["consent_ms"] = {**state.consent_ms, consent_key: t}
     if state.pending and any(etype in p.cancel_on for p in state.pending):
         update["pending"] = tuple(
             p for p in state.pending if not (etype in p.cancel_on and t >= p.created_ms)
         )
     return state.model_copy(update=update), "processed"
+
+
+def merge_states(
+    survivor: JourneyState,
+    absorbed: JourneyState,
+    model: StageModel,
+    limits: JourneyLimits,
+    cause_event_id: str,
+) -> JourneyState:
+    """Fold the journey of an absorbed customer into the survivor's (One-ID).
+
+    Counters add, first seen is the earliest and last seen the latest, the
+    furthest stage wins (and the merged metrics may reach a further one:
+    entered at the later last-seen time, the latest the union can have met
+    it, caused by the linking event), stage histories interleave by entry
+    time keeping only forward moves, an
+    order id known to both counts once, consent keeps the newest change per
+    channel and purpose, recent lists keep the newest by event time. Merging
+    journeys of disjoint event sets gives the journey of their union (see
+    tests/unit/test_core_merge.py for the property and its one stated
+    exception: entry times of stages only the union reaches).
+    """
+    a, b = survivor, absorbed
+    orders = a.orders
+    spend = _add(a.spend_minor, b.spend_minor)
+    transactions = a.transactions + b.transactions
+    for order in b.orders:
+        with_order, replaced, counted = _record_order(orders, order, 2 * limits.order_ids)
+        if not counted:  # both sides counted it: once is right, with the earliest record
+            transactions -= 1
+            loser = order if replaced is None else replaced
+            spend = _bump(spend, loser[2], -loser[3])
+        orders = with_order
+    orders = _by_time(orders, limits.order_ids)
+    recent_ids = {event_id for _, event_id, _ in a.recent}
+    overlap = sum(1 for _, event_id, _ in b.recent if event_id in recent_ids)
+    recent: dict[str, tuple[int, str, str]] = {}
+    for seen in (*a.recent, *b.recent):
+        known = recent.get(seen[1])
+        recent[seen[1]] = seen if known is None else min(known, seen)
+    consent = dict(a.consent)
+    consent_ms = dict(a.consent_ms)
+    for key, granted in b.consent.items():
+        at = b.consent_ms.get(key, 0)
+        known_ms = consent_ms.get(key)
+        if key not in consent and len(consent) >= limits.consents:
+            continue
+        if key not in consent or _consent_newer(at, granted, known_ms, consent.get(key)):
+            consent[key], consent_ms[key] = granted, at
+    last_by_type = dict(a.last_ms_by_type)
+    for key, at in b.last_ms_by_type.items():
+        last_by_type[key] = max(at, last_by_type.get(key, at))
+    pending: dict[tuple[str, str], Pending] = {}
+    for item in (*a.pending, *b.pending):
+        if not _cancelled(item, last_by_type):
+            pending.setdefault((item.rule_id, item.cause_event_id), item)
+    kept_pending = sorted(pending.values(), key=lambda p: (p.due_ms, p.rule_id, p.cause_event_id))
+    entries: dict[str, StageEntry] = {}
+    for entry in (*a.stage_history, *b.stage_history):
+        known_entry = entries.get(entry.stage)
+        if known_entry is None or (entry.entered_ms, entry.cause_event_id) < (
+            known_entry.entered_ms,
+            known_entry.cause_event_id,
+        ):
+            entries[entry.stage] = entry
+    # One journey only moves forward: drop entries behind an earlier, further one.
+    history: list[StageEntry] = []
+    for entry in sorted(entries.values(), key=lambda e: (e.entered_ms, model.rank(e.stage))):
+        if not history or model.rank(entry.stage) > model.rank(history[-1].stage):
+            history.append(entry)
+    stage = a.stage if model.rank(a.stage) >= model.rank(b.stage) else b.stage
+    active = [j for j in (a, b) if j.events_total]
+    room = _later(
+        _pair(a.last_live_room_id, a.last_live_room_ms),
+        _pair(b.last_live_room_id, b.last_live_room_ms),
+    )
+    store = _later(_pair(a.last_store_id, a.last_store_ms), _pair(b.last_store_id, b.last_store_ms))
+    merged = a.model_copy(
+        update={
+            "identifiers": merge_identifiers(a.identifiers, b.identifiers, limits.identifiers),
+            "stage": stage,
+            "stage_history": tuple(history[-limits.stage_history :]),
+            "first_seen_ms": min(j.first_seen_ms for j in active) if active else 0,
+            "last_seen_ms": max(j.last_seen_ms for j in active) if active else 0,
+            "events_total": a.events_total + b.events_total - overlap,
+            "duplicates": a.duplicates + b.duplicates + overlap,
+            "channel_counts": _add(a.channel_counts, b.channel_counts),
+            "event_counts": _add(a.event_counts, b.event_counts),
+            "watch_seconds": a.watch_seconds + b.watch_seconds,
+            "transactions": transactions,
+            "spend_minor": _nonzero(spend),
+            "refunds_minor": _add(a.refunds_minor, b.refunds_minor),
+            "last_purchase_ms": max((o[1] for o in orders), default=None),
+            "last_live_room_ms": None if room is None else room[0],
+            "last_live_room_id": None if room is None else room[1],
+            "last_store_ms": None if store is None else store[0],
+            "last_store_id": None if store is None else store[1],
+            "last_ms_by_type": last_by_type,
+            "consent": consent,
+            "consent_ms": consent_ms,
+            "orders": orders,
+            "recent": _newest(recent.values(), limits.recent_event_ids),
+            "source_offsets": {
+                p: max(a.source_offsets.get(p, -1), b.source_offsets.get(p, -1))
+                for p in {*a.source_offsets, *b.source_offsets}
+            },
+            "fired": tuple(dict.fromkeys((*a.fired, *b.fired)))[-limits.fired :],
+            "pending": tuple(kept_pending[: limits.pending]),
+        }
+    )
+    return advance_stage(merged, model, merged.last_seen_ms, cause_event_id, limits)
+
+
+def merge_identifiers(a: tuple[str, ...], b: tuple[str, ...], limit: int) -> tuple[str, ...]:
+    """The union of two identifier lists, strongest first (see ``identity.order_key``)."""
+    return tuple(sorted({*a, *b}, key=order_key))[:limit]
 
 
 def advance_stage(
@@ -332,5 +569,23 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "version": 2}
 
 
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """v3 keeps event times with recent ids and orders. A v2 record did not
+    have them: its ids take its last-seen time, its orders the last purchase
+    (amounts unknown: only the order id is kept for dedupe). Its input
+    positions were of the touchpoints topic, not the journey's own: dropped."""
+    out = {k: v for k, v in data.items() if k not in ("recent_event_ids", "order_ids")}
+    last = int(data.get("last_seen_ms") or 0)
+    out["recent"] = [[last, event_id, ""] for event_id in data.get("recent_event_ids", [])]
+    bought = int(data.get("last_purchase_ms") or last)
+    out["orders"] = [[order_id, bought, "", 0] for order_id in data.get("order_ids", [])]
+    out["source_offsets"] = {}
+    out["version"] = 3
+    return out
+
+
 #: version -> function that upgrades a record of that version by one step.
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+}

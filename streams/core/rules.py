@@ -184,7 +184,8 @@ def decide(
             cancel_on=tuple(rule.cancel_on),
             output={"kind": rule.output, **fields},
         )
-        if len(state.pending) < limits.pending:
+        already = any(state.last_ms_by_type.get(t, -1) >= occurred_ms for t in rule.cancel_on)
+        if not already and len(state.pending) < limits.pending:  # not cancelled in advance
             state = state.model_copy(update={"pending": (*state.pending, item)})
     return state, outputs
 

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from schemas.events import TouchpointAdapter
-from schemas.outputs import Action, Alert, DeadLetter, Feedback, LiveTrigger
+from schemas.outputs import Action, Alert, DeadLetter, Feedback, LiveTrigger, Merge
 
 OUT_DIR = Path(__file__).resolve().parent / "json"
 
@@ -24,6 +24,7 @@ _MODELS: dict[str, type[BaseModel] | TypeAdapter[Any]] = {
     "alert": Alert,
     "live_trigger": LiveTrigger,
     "dead_letter": DeadLetter,
+    "merge": Merge,
     "feedback": Feedback,
 }
 

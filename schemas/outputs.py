@@ -69,6 +69,33 @@ class LiveTrigger(_Output):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+class Merge(BaseModel):
+    """One-ID: two customers turned out to be one person (published on
+    ``journeyflow.merges``, keyed by the survivor).
+
+    The absorbed customer's journey is folded into the survivor's, and every
+    later event for any of its identifiers lands on the survivor. The
+    survivor is the strongest of the linked identifiers (vocabulary order,
+    then value), so the same identities always end with the same customer.
+    A survivor may itself be absorbed later: follow the chain.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    kind: Literal["merge"] = "merge"
+    id: Annotated[str, Field(description="Deterministic: survivor, absorbed and cause.")]
+    survivor: Annotated[str, Field(description="Customer id that keeps the journey.")]
+    absorbed: Annotated[str, Field(description="Customer id that no longer exists on its own.")]
+    absorbed_identifiers: Annotated[
+        list[str], Field(description="Identifiers that now belong to the survivor (PII hashed).")
+    ]
+    cause_event_id: Annotated[str, Field(description="The event that linked the two.")]
+    decided_at: Annotated[AwareDatetime, Field(description="Event time of the linking event.")]
+    emitted_at: AwareDatetime | None = None
+    reason: str
+
+
 DeadLetterReason = Literal[
     "malformed_json",
     "not_an_object",

@@ -4,9 +4,11 @@ Agents wire, they do not decide: decode, call the core, write the table,
 send outputs, count. Every business rule lives in ``streams.core``.
 
 Flow: ``touchpoints`` --[admit_touchpoints]--> ``<app>-touchpoints-by-customer``
-(keyed by customer id, co-partitioned with the journey table)
---[update_journeys]--> table + ``actions`` / ``alerts`` / ``live-triggers``.
-Bad input goes to ``dlq`` at the first step.
+(the internal topic: events and One-ID messages keyed by identifier,
+co-partitioned with the ``aliases`` and ``journeys`` tables)
+--[update_journeys]--> tables + ``actions`` / ``alerts`` / ``live-triggers`` /
+``merges``, and further One-ID messages on the internal topic (the protocol:
+``streams.core.oneid``). Bad input goes to ``dlq`` at the first step.
 """
 
 from __future__ import annotations
@@ -20,23 +22,29 @@ from typing import Any
 
 import faust
 import orjson
-from faust.exceptions import SameNode
 from faust.web import Request, Response, View
-from faust.web.exceptions import ServiceUnavailable
 from prometheus_client import CollectorRegistry, generate_latest
 
 from schemas.codec import InvalidEvent, encode, validate_touchpoint
-from schemas.outputs import Action, Alert, DeadLetter, LiveTrigger
-from streams.config import core_config, ingest_policy
-from streams.core.engine import step
+from schemas.outputs import Action, Alert, DeadLetter, LiveTrigger, Merge
+from streams.config import ingest_policy, oneid_config
 from streams.core.errors import CoreError
 from streams.core.identity import customer_id_for, normalise, normalise_all, parse_typed
-from streams.core.ingest import Admitted, RecordMeta, admit, dead_letter
-from streams.core.journey import decode_state, encode_state
+from streams.core.ingest import RecordMeta, admit, dead_letter
+from streams.core.oneid import (
+    Message,
+    decode_message,
+    encode_message,
+    handle,
+    message_event_ms,
+    root_of,
+    route_event,
+)
 from streams.core.pii import InvalidIdentifier
 from streams.core.profile import profile_view
 from streams.core.rules import Output
 from streams.metrics import Metrics
+from streams.runtime import read_records, write_records
 from streams.settings import Settings
 from streams.timer_index import TimerIndex
 from streams.topics import Topics, topics_for
@@ -46,8 +54,9 @@ log = logging.getLogger("journeyflow")
 
 #: Key of the idle-tick records on the re-keyed topic (never a customer id).
 TICK_KEY = b"\x00tick"
-#: Header carrying the input record's ``partition:offset`` to the journey step.
-SOURCE_HEADER = "jf-src"
+#: Largest number of alias hops a profile request follows (roots only ever
+#: point at smaller keys; a chain this long means merges are still in flight).
+MAX_PROFILE_HOPS = 8
 
 #: Largest POST /v1/events body and batch.
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -65,6 +74,7 @@ class Journeyflow:
     topics: Topics
     metrics: Metrics
     journeys: Any  # faust Table
+    aliases: Any  # faust Table
 
 
 def _json(view: View, body: Any, status: int = 200) -> Response:
@@ -73,7 +83,7 @@ def _json(view: View, body: Any, status: int = 200) -> Response:
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Journeyflow:
     """Build the Faust app for these settings (no I/O until the worker starts)."""
-    core = core_config(settings)
+    oneid = oneid_config(settings)
     policy = ingest_policy(settings)
     metrics = Metrics(registry or CollectorRegistry())
     specs = topics_for(settings)
@@ -122,6 +132,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         "alert": topic(specs.alerts.name),
         "live_trigger": topic(specs.live_triggers.name),
     }
+    merges_topic = topic(specs.merges.name)
     table_options: dict[str, Any] = {}
     if settings.store == "rocksdb":
         table_options = {
@@ -143,6 +154,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     journeys = table("journeys")
     # Per-partition event-time clocks and the due-time index (streams.timer_index).
     timers = table("timers")
+    # One-ID: identifier -> the customer it belongs to (streams.core.oneid).
+    aliases = table("aliases")
 
     async def send_dead_letter(letter: DeadLetter) -> None:
         key = letter.event_id.encode() if letter.event_id else None
@@ -150,14 +163,28 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         metrics.events.labels("dead_lettered").inc()
         metrics.dead_letters.labels(letter.reason_code).inc()
 
-    async def emit(outputs: tuple[Output, ...]) -> None:
-        """Send outputs and wait for the broker's acks. Callers write state only
-        after this returns, so a crash can repeat an output (same id) but never
-        lose one: a redelivered event whose state was written emits nothing."""
-        if not outputs:
+    async def emit(
+        outputs: tuple[Output, ...],
+        merges: tuple[Merge, ...] = (),
+        sends: tuple[tuple[str, Message], ...] = (),
+    ) -> None:
+        """Send outputs, merges and One-ID messages and wait for the broker's
+        acks. Callers write state only after this returns, so a crash can
+        repeat an output (same id) or a message (handlers tolerate that) but
+        never lose one."""
+        if not outputs and not merges and not sends:
             return
         now = datetime.now(UTC)
         acks = []
+        for target, msg in sends:
+            acks.append(await keyed.send(key=target.encode(), value=encode_message(msg)))
+            metrics.identity_messages.labels(msg.kind).inc()
+        for merge in merges:
+            stamped_merge = merge.model_copy(update={"emitted_at": now})
+            acks.append(
+                await merges_topic.send(key=merge.survivor.encode(), value=encode(stamped_merge))
+            )
+            metrics.merges.inc()
         for output in outputs:
             stamped = output.model_copy(update={"emitted_at": now})
             if isinstance(stamped, Action):
@@ -191,16 +218,15 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             if isinstance(result, DeadLetter):
                 await send_dead_letter(result)
             else:
-                await keyed.send(
-                    key=result.customer_id.encode(),
-                    value=result.to_bytes(),
-                    headers={SOURCE_HEADER: result.source.encode()},
-                )
+                target, route = route_event(result)
+                await keyed.send(key=target.encode(), value=encode_message(route))
 
     @app.agent(keyed, name="update_journeys")
     async def update_journeys(stream: faust.StreamT) -> None:
-        """Fold each admitted event into its customer's journey; emit decisions.
-        Tick records (from the leader) move the partition's clock instead."""
+        """Handle each One-ID message (an event looking for its customer, a
+        link, a merge step) against its key's alias and journey; emit what the
+        core decided. Tick records (from the leader) move the partition's
+        clock instead."""
         async for event in stream.events():
             msg = event.message
             if event.key == TICK_KEY:
@@ -209,31 +235,30 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 continue
             started = time.perf_counter()
             try:
-                admitted = Admitted.from_internal(
-                    event.value, event.key.decode(), header(msg.headers, SOURCE_HEADER)
-                )
-            except (InvalidEvent, UnicodeDecodeError, AttributeError) as exc:
+                key = event.key.decode()
+                message = decode_message(event.value)
+            except (InvalidEvent, AttributeError, KeyError, TypeError, ValueError) as exc:
                 meta = RecordMeta(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
                 await send_dead_letter(
                     dead_letter(event.value or b"", meta, "schema_violation", f"internal: {exc}")
                 )
                 continue
-            key = event.key
-            raw_state = journeys.get(key)
-            result = step(decode_state(raw_state) if raw_state else None, admitted, core)
-            await emit(result.outputs)
-            if result.scheduled:
-                index.add(
-                    msg.partition, admitted.customer_id, result.scheduled, admitted.occurred_ms
-                )
-            if result.state is None:
-                journeys.pop(key, None)
-            elif result.outcome != "redelivered":
-                journeys[key] = encode_state(result.state)
-            await move_clock(msg.partition, admitted.occurred_ms)
-            metrics.events.labels(result.outcome).inc()
-            metrics.step_seconds.observe(time.perf_counter() - started)
-            metrics.pipeline_seconds.observe(max(0.0, time.time() - msg.timestamp))
+            alias, journey = read_records(key, aliases, journeys)
+            position = f"{msg.partition}:{msg.offset}"
+            fx = handle(key, message, alias, journey, oneid, position)
+            await emit(tuple(fx.outputs), tuple(fx.merges), tuple(fx.sends))
+            event_ms = message_event_ms(message)
+            if fx.scheduled:
+                index.add(msg.partition, key, tuple(fx.scheduled), event_ms or min(fx.scheduled))
+            write_records(key, fx, aliases, journeys)
+            for reason in fx.refusals:
+                metrics.identity_refusals.labels(reason).inc()
+            if fx.outcome is not None:
+                metrics.events.labels(fx.outcome).inc()
+                metrics.step_seconds.observe(time.perf_counter() - started)
+                metrics.pipeline_seconds.observe(max(0.0, time.time() - msg.timestamp))
+                if event_ms is not None:
+                    await move_clock(msg.partition, event_ms)
 
     if settings.tick_interval_seconds > 0:
         watermark = InputWatermark(
@@ -352,27 +377,52 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.page("/v1/customers/{identifier}")
     class CustomerView(View):
-        """The journey of the customer behind ``TYPE:VALUE``, from whichever worker owns it."""
+        """The merged journey of the customer behind ``TYPE:VALUE``.
+
+        The identifier's alias lives on the worker that owns its partition,
+        the customer's journey on the one that owns the customer id's: the
+        request is passed along (at most ``MAX_PROFILE_HOPS`` times)."""
 
         async def get(self, request: Request, identifier: str) -> Response:
             if not authorised(request):
                 return _json(self, {"error": "missing or wrong X-API-Key"}, 401)
             try:
                 kind, value = parse_typed(identifier)
-                customer_id = f"{kind}:{normalise(kind, value, policy.pii_key)}"
+                key = f"{kind}:{normalise(kind, value, policy.pii_key)}"
             except CoreError as exc:
                 return _json(self, {"error": str(exc)}, 400)
-            key = customer_id.encode()
-            try:
-                return await app.router.route_req(journeys.name, key, self.web, request)
-            except SameNode:
-                pass
-            except ServiceUnavailable:
-                return _json(self, {"error": "no worker owns this key yet, retry"}, 503)
-            raw_state = journeys.get(key)
-            if raw_state is None:
-                return _json(self, {"error": f"no journey for {kind}:…", "customer": None}, 404)
-            return _json(self, profile_view(decode_state(raw_state)))
+            hops_given = request.query.get("hops", "0")
+            if not hops_given.isdigit():
+                return _json(self, {"error": "hops must be a small whole number"}, 400)
+            hops = int(hops_given)
+            while hops < MAX_PROFILE_HOPS:
+                try:
+                    owner = app.router.key_store(aliases.name, key.encode())
+                except KeyError:
+                    return _json(self, {"error": "no worker owns this key yet, retry"}, 503)
+                if not same_node(owner):
+                    return await pass_on(self, request, owner, key, hops + 1)
+                alias, journey = read_records(key, aliases, journeys)
+                root = root_of(key, alias)
+                if root == key:
+                    if journey is None:
+                        return _json(
+                            self, {"error": f"no journey for {kind}:…", "customer": None}, 404
+                        )
+                    return _json(self, profile_view(journey))
+                key, hops = root, hops + 1
+            return _json(self, {"error": "merges in progress for this customer, retry"}, 503)
+
+    def same_node(url: Any) -> bool:
+        here = app.conf.canonical_url
+        return bool((url.host, url.port) == (here.host, here.port))
+
+    async def pass_on(view: View, request: Request, owner: Any, key: str, hops: int) -> Response:
+        url = owner.with_path(f"/v1/customers/{key}").with_query({"hops": str(hops)})
+        headers = {"X-API-Key": request.headers.get("X-API-Key", "")}
+        async with app.http_client.get(url, headers=headers) as response:
+            body = await response.read()
+            return view.bytes(body, content_type="application/json", status=response.status)
 
     @app.page("/metrics")
     class MetricsView(View):
@@ -398,16 +448,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             body = {"ready": ready, "partitions": owned_partitions()}
             return _json(self, body, 200 if ready else 503)
 
-    return Journeyflow(app=app, settings=settings, topics=specs, metrics=metrics, journeys=journeys)
-
-
-def header(headers: Any, name: str) -> str:
-    """One header's value from Faust's headers (a mapping or a list of pairs)."""
-    items = headers.items() if isinstance(headers, dict) else (headers or ())
-    for key, value in items:
-        if key == name:
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return ""
+    return Journeyflow(
+        app=app,
+        settings=settings,
+        topics=specs,
+        metrics=metrics,
+        journeys=journeys,
+        aliases=aliases,
+    )
 
 
 def parse_batch(body: bytes) -> list[Any]:

@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -323,6 +324,46 @@ def profile(identifier: str, url: str | None) -> None:
     click.echo(json.dumps(body, indent=2, ensure_ascii=False))
 
 
+@main.command()
+@click.argument("identifier")
+@click.option("--reason", default="data subject request", show_default=True)
+@fails_cleanly
+def forget(identifier: str, reason: str) -> None:
+    """Erase the person behind TYPE:VALUE (PIPL / GDPR): publish privacy.erase.
+
+    The worker drops the customer's journey and every identifier's link to it
+    on every partition (tombstones on the compacted changelogs); later events
+    for any of those identifiers start a new, unlinked journey. See the
+    README's "Personal data" for what remains and for how long.
+    """
+    from streams.admin import check_broker
+    from streams.core.errors import CoreError
+    from streams.core.identity import parse_typed
+    from streams.producer import TouchpointProducer
+
+    try:
+        kind, value = parse_typed(identifier)
+    except CoreError as exc:
+        raise JourneyflowError(str(exc)) from None
+    settings = load_settings()
+    event = {
+        "event_id": f"forget-{uuid.uuid4()}",
+        "event_type": "privacy.erase",
+        "channel": "mini_program",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "identities": {kind: value},
+        "properties": {"reason": reason},
+    }
+
+    async def go() -> None:
+        await check_broker(settings.bootstrap)
+        async with TouchpointProducer(settings) as producer:
+            await producer.send(event)
+
+    asyncio.run(go())
+    click.echo(f"erasure requested ({event['event_id']}); the worker applies it in seconds")
+
+
 # ------------------------------------------------------------------------- up
 
 
@@ -334,8 +375,8 @@ def profile(identifier: str, url: str | None) -> None:
 def up(rate: float, kafka_port: int, web_port: int | None) -> None:
     """The main job: broker (unless configured), worker, simulated traffic, live output.
 
-    Prints actions, alerts and live triggers as they happen until Ctrl-C, then
-    stops everything it started.
+    Prints actions, alerts, live triggers and One-ID merges as they happen
+    until Ctrl-C, then stops everything it started.
     """
     from streams import broker
 
@@ -367,7 +408,8 @@ def up(rate: float, kafka_port: int, web_port: int | None) -> None:
             f"  profile   journeyflow profile live_viewer_id:douyin:<id> --url {web}  "
             f"(or {web}/v1/customers/TYPE:VALUE)\n"
             f"  ingest    POST {web}/v1/events\n"
-            f"simulating {rate:g} events/s; actions, alerts and live triggers appear below. "
+            f"simulating {rate:g} events/s; actions, alerts, live triggers and merges appear "
+            "below. "
             "Ctrl-C stops everything.",
             err=True,
         )
@@ -398,6 +440,7 @@ async def _watch(settings: Settings, rate: float, worker_proc: subprocess.Popen[
         settings.topic("actions"),
         settings.topic("alerts"),
         settings.topic("live-triggers"),
+        settings.topic("merges"),
         bootstrap_servers=settings.bootstrap,
         auto_offset_reset="latest",
         enable_auto_commit=False,
@@ -428,6 +471,9 @@ def describe_output(out: dict[str, Any]) -> str:
     """One line per output for the terminal."""
     kind = out.get("kind", "?")
     when = str(out.get("decided_at", ""))[11:19]
+    if kind == "merge":
+        absorbed = ", ".join(out.get("absorbed_identifiers", []))
+        return f"{when} {kind:<12} {out['absorbed']} -> {out['survivor']} | holds {absorbed}"
     if kind == "action":
         what = f"{out['action']} {out.get('params', {})}"
     elif kind == "alert":

@@ -15,6 +15,7 @@ from streams.core.engine import CoreConfig
 from streams.core.errors import CoreError
 from streams.core.ingest import IngestPolicy
 from streams.core.journey import JourneyLimits
+from streams.core.oneid import OneIdConfig
 from streams.core.pii import PiiKey
 from streams.core.rules import RuleSet, parse_rules
 from streams.core.stages import StageModel, parse_stage_model
@@ -60,8 +61,14 @@ def core_config(settings: Settings) -> CoreConfig:
     return CoreConfig(
         stage_model=load_stage_model(settings.stage_model),
         rules=load_rules(settings.rules_file),
-        limits=JourneyLimits(recent_event_ids=settings.dedupe_window),
+        limits=JourneyLimits(
+            recent_event_ids=settings.dedupe_window, identifiers=settings.max_identifiers
+        ),
     )
+
+
+def oneid_config(settings: Settings) -> OneIdConfig:
+    return OneIdConfig(core_config(settings), max_partners=settings.shared_identifier_partners)
 
 
 def ingest_policy(settings: Settings) -> IngestPolicy:

@@ -68,3 +68,22 @@ class Metrics:
             ["partition"],
             registry=registry,
         )
+        self.identity_messages = Counter(
+            "journeyflow_identity_messages_total",
+            "One-ID protocol messages sent, by kind (route, apply, link, absorb, propose, "
+            "accepted, refused, fold, repoint).",
+            ["kind"],
+            registry=registry,
+        )
+        self.identity_refusals = Counter(
+            "journeyflow_identity_refusals_total",
+            "Links One-ID refused, by reason: conflict_member_id, conflict_wechat_unionid, "
+            "too_many_identifiers, shared (an identifier seen with too many people).",
+            ["reason"],
+            registry=registry,
+        )
+        self.merges = Counter(
+            "journeyflow_merges_total",
+            "Customers merged into another (published on the merges topic).",
+            registry=registry,
+        )

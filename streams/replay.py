@@ -1,19 +1,27 @@
 """``journeyflow replay``: the production logic, in process, over an NDJSON file.
 
 No Kafka: each line is one input record (partition 0, offset = line number),
-admitted, re-keyed to the journey partition Kafka's default partitioner
-would pick for the customer id (``JOURNEYFLOW_PARTITIONS``), and stepped
-through the same core, the same due-time index and the same per-partition
-event-time clocks as the worker. Idle ticks are replaced by one final move
-of every clock to ``until`` (default: the latest event time seen), so
-reminders due by then fire.
+admitted, and handed to the worker's One-ID message protocol and journey
+engine (``streams.runtime.LocalRuntime``): identity resolution, merges,
+the same due-time index and per-partition event-time clocks, partitions as
+Kafka's default partitioner would pick them (``JOURNEYFLOW_PARTITIONS``).
+Idle ticks are replaced by one final move of every clock to ``until``
+(default: the latest event time seen), so reminders due by then fire.
 
 Blank lines are skipped and counted (NDJSON cannot hold an empty record).
-What "the same" means, and what the tests check: for an input the worker
-reads from one touchpoints partition in file order, replay gives the same
-final journeys and the same outputs (ids and payloads; ``emitted_at`` is
-wall clock and left out). Differences by design: there is no Kafka record
-timestamp, so the future-timestamp check does not apply.
+What "the same" means, and what the tests check:
+
+- final profiles are equal whatever the arrival order across identities,
+  except the stage history, which records when the journey moved as events
+  arrived (the stage itself is equal; there are no floats in a profile yet);
+- the sets of actions, alerts and merges are equal when each customer's
+  events keep their order;
+- for an input the worker reads in file order, replay gives the same final
+  journeys and the same outputs (ids and payloads; ``emitted_at`` is wall
+  clock and left out).
+
+Differences by design: there is no Kafka record timestamp, so the
+future-timestamp check does not apply.
 """
 
 from __future__ import annotations
@@ -23,31 +31,31 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
 from schemas.codec import dump
-from schemas.outputs import DeadLetter
-from streams.config import core_config, ingest_policy
-from streams.core.engine import step
+from schemas.outputs import DeadLetter, Merge
+from streams.config import ingest_policy, oneid_config
 from streams.core.ingest import RecordMeta, admit
-from streams.core.journey import JourneyState, decode_state, encode_state
+from streams.core.journey import JourneyState
 from streams.core.rules import Output
+from streams.runtime import LocalRuntime, key_partition
 from streams.settings import Settings
-from streams.timer_index import TimerIndex
 
 
 @dataclass
 class ReplayResult:
     outputs: list[Output] = field(default_factory=list)
+    merges: list[Merge] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     journeys: dict[str, JourneyState] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
     def records(self) -> Iterable[dict[str, Any]]:
-        """Everything as JSON-ready dicts: outputs, dead letters, then final
-        profiles (``kind: journey``) sorted by customer id."""
+        """Everything as JSON-ready dicts: outputs, merges, dead letters, then
+        final profiles (``kind: journey``) sorted by customer id."""
         for output in self.outputs:
             yield dump(output)
+        for merge in self.merges:
+            yield dump(merge)
         for letter in self.dead_letters:
             yield dump(letter)
         for customer_id in sorted(self.journeys):
@@ -56,7 +64,7 @@ class ReplayResult:
 
 def journey_partition(customer_id: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives this customer's key."""
-    return (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+    return key_partition(customer_id, partitions)
 
 
 def replay(lines: Iterable[bytes], settings: Settings, until_ms: int | None = None) -> ReplayResult:
@@ -64,19 +72,15 @@ def replay(lines: Iterable[bytes], settings: Settings, until_ms: int | None = No
 
 
 async def _replay(lines: Iterable[bytes], settings: Settings, until_ms: int | None) -> ReplayResult:
-    core = core_config(settings)
     policy = ingest_policy(settings)
-    journeys: dict[bytes, bytes] = {}
-    index = TimerIndex({}, journeys, settings.timer_resolution_seconds * 1000)
+    runtime = LocalRuntime(
+        oneid_config(settings), settings.partitions, settings.timer_resolution_seconds * 1000
+    )
     result = ReplayResult()
     counts = {"in": 0, "processed": 0, "duplicate": 0, "redelivered": 0, "erased": 0}
     counts["dead_lettered"] = 0
     counts["blank_lines_skipped"] = 0  # NDJSON cannot hold an empty record; say so
     latest = None
-
-    async def emit(outputs: tuple[Output, ...]) -> None:
-        result.outputs.extend(outputs)
-
     for offset, line in enumerate(lines):
         if not line.strip():
             counts["blank_lines_skipped"] += 1
@@ -87,24 +91,17 @@ async def _replay(lines: Iterable[bytes], settings: Settings, until_ms: int | No
             result.dead_letters.append(admitted)
             counts["dead_lettered"] += 1
             continue
-        key = admitted.customer_id.encode()
-        partition = journey_partition(admitted.customer_id, settings.partitions)
-        raw = journeys.get(key)
-        stepped = step(decode_state(raw) if raw else None, admitted, core)
-        await emit(stepped.outputs)
-        if stepped.scheduled:
-            index.add(partition, admitted.customer_id, stepped.scheduled, admitted.occurred_ms)
-        if stepped.state is None:
-            journeys.pop(key, None)
-        else:
-            journeys[key] = encode_state(stepped.state)
-        await index.advance(partition, admitted.occurred_ms, emit)
-        counts[stepped.outcome] += 1
+        runtime.submit(admitted)
+        await runtime.run()
         latest = admitted.occurred_ms if latest is None else max(latest, admitted.occurred_ms)
     end = until_ms if until_ms is not None else latest
     if end is not None:
-        for partition in range(settings.partitions):
-            await index.advance(partition, end, emit, start=False)
-    result.journeys = {k.decode(): decode_state(v) for k, v in journeys.items()}
+        await runtime.advance_all(end)
+    for name, n in runtime.counts.items():
+        counts[name] = counts.get(name, 0) + n
+    counts["merges"] = len(runtime.merges)
+    result.outputs = runtime.outputs
+    result.merges = runtime.merges
+    result.journeys = runtime.customers()
     result.counts = counts
     return result

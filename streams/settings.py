@@ -87,6 +87,18 @@ class Settings(BaseSettings):
     dedupe_window: int = Field(
         default=256, ge=1, le=4096, description="Recent event ids kept per customer for dedupe."
     )
+    max_identifiers: int = Field(
+        default=32,
+        ge=2,
+        le=256,
+        description="Identifiers one customer may hold (One-ID); a link beyond it is refused.",
+    )
+    shared_identifier_partners: int = Field(
+        default=20,
+        ge=1,
+        description="An identifier seen with more distinct identifiers of one type than this "
+        "is shared (a shop tablet, a test phone): it stops linking customers.",
+    )
     tick_interval_seconds: float = Field(
         default=5.0,
         ge=0,

@@ -35,6 +35,7 @@ class Topics:
     feedback: TopicSpec
     journeys_changelog: TopicSpec
     timers_changelog: TopicSpec
+    aliases_changelog: TopicSpec
 
     def all(self) -> list[TopicSpec]:
         return [
@@ -48,6 +49,7 @@ class Topics:
             self.feedback,
             self.journeys_changelog,
             self.timers_changelog,
+            self.aliases_changelog,
         ]
 
     def outputs(self) -> list[TopicSpec]:
@@ -60,8 +62,8 @@ def topics_for(settings: Settings) -> Topics:
         touchpoints=TopicSpec(t("touchpoints"), "touchpoint events in (contract v1)", "any"),
         keyed=TopicSpec(
             f"{settings.app_id}-touchpoints-by-customer",
-            "internal: admitted events, PII hashed, re-keyed by customer id",
-            "customer id",
+            "internal: admitted events (PII hashed) and One-ID messages, keyed by identifier",
+            "identifier / customer id",
         ),
         dlq=TopicSpec(
             t("dlq"),
@@ -76,7 +78,9 @@ def topics_for(settings: Settings) -> Topics:
         live_triggers=TopicSpec(
             t("live-triggers"), "real-time cues for livestream teams", "live room id"
         ),
-        merges=TopicSpec(t("merges"), "One-ID merges (survivor, absorbed ids)", "survivor id"),
+        merges=TopicSpec(
+            t("merges"), "One-ID merges (survivor, absorbed ids, cause)", "survivor id"
+        ),
         feedback=TopicSpec(t("feedback"), "action outcomes back from automation", "customer id"),
         # Faust would create these itself; creating them up front (and waiting for
         # their leaders) avoids a start-up race in which an agent saw a changelog
@@ -91,6 +95,12 @@ def topics_for(settings: Settings) -> Topics:
             f"{settings.app_id}-timers-changelog",
             "internal: clocks and due-time index changelog",
             "clock or bucket key",
+            {"cleanup.policy": "compact"},
+        ),
+        aliases_changelog=TopicSpec(
+            f"{settings.app_id}-aliases-changelog",
+            "internal: One-ID alias table changelog",
+            "identifier",
             {"cleanup.policy": "compact"},
         ),
     )

@@ -86,6 +86,6 @@ def customer_id_for(identities: Mapping[str, str]) -> str:
     return typed(kind, identities[kind])
 
 
-def typed_identifiers(identities: Mapping[str, str]) -> tuple[str, ...]:
+def typed_identifiers(identities: Mapping[K, str]) -> tuple[str, ...]:
     """An event's identifiers, typed, strongest first."""
     return tuple(sorted((typed(k, v) for k, v in identities.items()), key=order_key))

@@ -143,9 +143,10 @@ class JourneyState(BaseModel):
     #: newest ``limits.order_ids`` by event time. An order seen twice counts
     #: once, with its earliest record.
     orders: tuple[tuple[str, int, str, int], ...] = ()
-    #: The newest ``limits.recent_event_ids`` events ``(event ms, event_id,
-    #: input position)``, sorted: producer duplicates are told from
-    #: redeliveries of the same input record by the position.
+    #: The newest ``limits.recent_event_ids`` input records ``(event ms,
+    #: event_id, input position)``, sorted, duplicates included: a producer's
+    #: duplicate (same id, another record) is told from a redelivery of the
+    #: same record by the position.
     recent: tuple[tuple[int, str, str], ...] = ()
     #: Partition -> highest position of the journey's own input (the internal,
     #: customer-keyed topic) applied. Every record that changes a journey is
@@ -154,11 +155,15 @@ class JourneyState(BaseModel):
     source_offsets: dict[str, int] = Field(default_factory=dict)
     fired: tuple[str, ...] = ()
     pending: tuple[Pending, ...] = ()
+    #: Customer ids whose journeys were folded into this one (One-ID), so a
+    #: fold that comes twice counts once. Bounded by ``limits.identifiers``:
+    #: each was one of its identifiers.
+    absorbed: tuple[str, ...] = ()
 
     @property
     def recent_event_ids(self) -> tuple[str, ...]:
-        """Recent event ids, oldest first (by event time)."""
-        return tuple(event_id for _, event_id, _ in self.recent)
+        """Recent event ids, oldest first (by event time), each once."""
+        return tuple(dict.fromkeys(event_id for _, event_id, _ in self.recent))
 
     @property
     def order_ids(self) -> tuple[str, ...]:
@@ -249,10 +254,13 @@ def seen_before(
     another input record, ``None`` when it is new."""
     if is_redelivery(state, source if position is None else position):
         return "redelivered"
+    known = False
     for _, seen_id, seen_source in state.recent:
         if seen_id == event_id:
-            return "redelivered" if source and seen_source == source else "duplicate"
-    return None
+            if source and seen_source == source:
+                return "redelivered"
+            known = True
+    return "duplicate" if known else None
 
 
 def advance_position(offsets: dict[str, int], position: str) -> dict[str, int]:
@@ -343,8 +351,18 @@ def apply_event(
     if repeat == "redelivered":
         return state, repeat
     if repeat == "duplicate":
+        t_dup = (
+            occurred_ms if occurred_ms is not None else int(event.occurred_at.timestamp() * 1000)
+        )
         update_dup = {
             "duplicates": state.duplicates + 1,
+            # this record too, so that reading it again (a restart re-sending
+            # it on a new position) is known as a redelivery, not counted twice
+            "recent": _newest(
+                (*state.recent, (t_dup, event.event_id, source)), limits.recent_event_ids
+            )
+            if source
+            else state.recent,
             "source_offsets": advance_position(state.source_offsets, position),
         }
         return state.model_copy(update=update_dup), repeat
@@ -441,11 +459,11 @@ def merge_states(
         orders = with_order
     orders = _by_time(orders, limits.order_ids)
     recent_ids = {event_id for _, event_id, _ in a.recent}
-    overlap = sum(1 for _, event_id, _ in b.recent if event_id in recent_ids)
-    recent: dict[str, tuple[int, str, str]] = {}
+    overlap = len({event_id for _, event_id, _ in b.recent if event_id in recent_ids})
+    recent: dict[tuple[str, str], tuple[int, str, str]] = {}
     for seen in (*a.recent, *b.recent):
-        known = recent.get(seen[1])
-        recent[seen[1]] = seen if known is None else min(known, seen)
+        known = recent.get(seen[1:])
+        recent[seen[1:]] = seen if known is None else min(known, seen)
     consent = dict(a.consent)
     consent_ms = dict(a.consent_ms)
     for key, granted in b.consent.items():
@@ -513,6 +531,7 @@ def merge_states(
                 for p in {*a.source_offsets, *b.source_offsets}
             },
             "fired": tuple(dict.fromkeys((*a.fired, *b.fired)))[-limits.fired :],
+            "absorbed": tuple(dict.fromkeys((*a.absorbed, *b.absorbed)))[-limits.identifiers :],
             "pending": tuple(kept_pending[: limits.pending]),
         }
     )

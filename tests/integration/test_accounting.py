@@ -8,6 +8,7 @@ topic, the DLQ, and the final journeys in the changelog topic (whose
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -52,9 +53,14 @@ def ledger(ns: Namespace) -> dict[str, int]:
 
 
 def balanced(ns: Namespace) -> dict[str, int] | None:
+    """The ledger once every input is accounted for and it holds still: One-ID
+    merges move counts between journeys (a fold can land before the absorbed
+    journey's tombstone), so one balanced read is not yet the end."""
     book = ledger(ns)
-    done = book["processed"] + book["duplicates"] + book["dead_lettered"]
-    return book if done >= book["in"] else None
+    if book["processed"] + book["duplicates"] + book["dead_lettered"] != book["in"]:
+        return None
+    time.sleep(1.0)
+    return book if ledger(ns) == book else None
 
 
 def test_events_in_equal_processed_plus_duplicates_plus_dead_lettered(
@@ -86,7 +92,8 @@ def test_profiles_survive_losing_the_local_state(namespace: Namespace, tmp_path)
     customers = sorted(k.decode() for k in final_journeys(namespace))
     assert len(customers) > 50
     before = {c: http_get(f"{worker.url}/v1/customers/{c}")[1] for c in customers}
-    assert all(p["customer_id"] == c for c, p in before.items())
+    wrong = {c: p.get("customer_id") for c, p in before.items() if p.get("customer_id") != c}
+    assert not wrong, wrong
 
     worker.stop()
     assert worker.data_dir.exists()

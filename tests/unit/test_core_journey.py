@@ -4,6 +4,7 @@ bounded state and the versioned table record."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -220,13 +221,34 @@ def test_an_exact_duplicate_changes_nothing_but_the_duplicate_count() -> None:
     before = j.state
     assert before is not None
 
-    outputs = j.apply(make_admitted("live.comment", **question))  # re-sent: a new record
+    resent = make_admitted("live.comment", **question)  # re-sent: a new record
+    outputs = j.apply(resent)
 
     assert j.last is not None and j.last.outcome == "duplicate"
     assert outputs == ()
     assert j.state is not None
-    bookkeeping = {"source_offsets": j.state.source_offsets}  # it was read, after all
+    # it was read, after all: its position is remembered (so reading it again is a redelivery)
+    bookkeeping = {"source_offsets": j.state.source_offsets, "recent": j.state.recent}
     assert j.state == before.model_copy(update={"duplicates": before.duplicates + 1, **bookkeeping})
+    assert j.state.recent_event_ids == before.recent_event_ids
+
+    j.apply(dataclasses.replace(resent, source=resent.source))  # that record once more
+    assert j.last.outcome == "redelivered"
+
+
+def test_a_duplicate_record_sent_again_on_a_new_internal_position_is_not_counted_twice() -> None:
+    """After a crash the admission step re-sends records it had already
+    passed on: the journey reads them at new positions of its own topic."""
+    j = Journey()
+    first = make_admitted("page.view", event_id="e-1")
+    dup = make_admitted("page.view", event_id="e-1")  # the producer sent it twice
+    state = step(None, first, j.config, "0:1").state
+    state = step(state, dup, j.config, "0:2").state
+    again = step(state, dup, j.config, "0:7")  # re-sent by admission after a restart
+
+    assert again.outcome == "redelivered"
+    assert again.state == state
+    assert state is not None and (state.events_total, state.duplicates) == (1, 1)
 
 
 def test_a_redelivery_is_recognised_even_beyond_the_dedupe_window() -> None:

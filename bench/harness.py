@@ -359,16 +359,27 @@ async def wait_accounted(
         await asyncio.sleep(POLL)
 
 
+def routed_event_id(value: bytes | None) -> str | None:
+    """The event id of an event entering identity resolution (a One-ID
+    ``route`` message) on the internal topic; None for anything else (the
+    protocol's other messages, idle ticks)."""
+    with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+        msg = orjson.loads(value or b"null")
+        if msg.get("kind") == "route":
+            eid = msg["event"].get("event_id")
+            return eid if isinstance(eid, str) else None
+    return None
+
+
 async def rekeyed_stats(ns: Namespace) -> dict[str, Any]:
-    """Records on the internal re-keyed topic: events, and anything else the worker
-    puts there (e.g. idle-tick records), and event ids sent more than once."""
+    """Records on the internal topic: events entering identity resolution, and
+    anything else the worker puts there (One-ID messages, idle-tick records),
+    and event ids sent more than once."""
     records = await read_topic(ns.bootstrap, ns.keyed)
     ids: dict[str, int] = {}
     other = 0
     for r in records:
-        eid = None
-        with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
-            eid = orjson.loads(r.value or b"null").get("event_id")
+        eid = routed_event_id(r.value)
         if isinstance(eid, str):
             ids[eid] = ids.get(eid, 0) + 1
         else:
@@ -754,10 +765,9 @@ class Run:
             if target.rekeyed_topic:
                 rekeyed = {}
                 for r in await read_topic(bootstrap, target.rekeyed_topic):
-                    with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
-                        eid = orjson.loads(r.value or b"null").get("event_id")
-                        if eid in target.send_times and eid not in rekeyed:
-                            rekeyed[eid] = r.timestamp_ms
+                    eid = routed_event_id(r.value)
+                    if eid in target.send_times and eid not in rekeyed:
+                        rekeyed[eid] = r.timestamp_ms
             add_latency(phases, levels, target.send_times, writes, outputs, occurred, rekeyed)
         return stats
 

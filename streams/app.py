@@ -409,7 +409,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                         return _json(
                             self, {"error": f"no journey for {kind}:…", "customer": None}, 404
                         )
-                    return _json(self, profile_view(journey))
+                    return _json(self, profile_view(journey, oneid.core.scoring))
                 key, hops = root, hops + 1
             return _json(self, {"error": "merges in progress for this customer, retry"}, 503)
 

@@ -18,6 +18,7 @@ from streams.core.journey import JourneyLimits
 from streams.core.oneid import OneIdConfig
 from streams.core.pii import PiiKey
 from streams.core.rules import RuleSet, parse_rules
+from streams.core.scoring import Scoring, parse_scoring
 from streams.core.stages import StageModel, parse_stage_model
 from streams.errors import JourneyflowError
 from streams.settings import Settings
@@ -57,10 +58,22 @@ def load_rules(path: Path | None) -> RuleSet:
         raise JourneyflowError(str(exc)) from None
 
 
+def load_scoring(path: Path | None) -> Scoring:
+    """The shipped scoring (lead points, tags, half-life), or a brand's own JSON file."""
+    data = (
+        _read_json(path, "scoring") if path else _read_json("scoring_files/default.json", "scoring")
+    )
+    try:
+        return parse_scoring(data)
+    except CoreError as exc:
+        raise JourneyflowError(str(exc)) from None
+
+
 def core_config(settings: Settings) -> CoreConfig:
     return CoreConfig(
         stage_model=load_stage_model(settings.stage_model),
         rules=load_rules(settings.rules_file),
+        scoring=load_scoring(settings.scoring_file),
         limits=JourneyLimits(
             recent_event_ids=settings.dedupe_window, identifiers=settings.max_identifiers
         ),

@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     rules_file: Path | None = Field(
         default=None, description="JSON file of decision rules; the shipped rules when unset."
     )
+    scoring_file: Path | None = Field(
+        default=None,
+        description="JSON file of lead points, tags and engagement half-life; the shipped "
+        "scoring when unset.",
+    )
     stage_model: str = Field(
         default="aipl", description="Shipped stage model name, or a path to a JSON file."
     )

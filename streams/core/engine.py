@@ -23,6 +23,7 @@ from streams.core.journey import (
     seen_before,
 )
 from streams.core.rules import Output, RuleSet, decide, fire_due
+from streams.core.scoring import Scoring
 from streams.core.stages import StageModel
 
 
@@ -33,6 +34,7 @@ class CoreConfig:
     stage_model: StageModel
     rules: RuleSet
     limits: JourneyLimits = field(default_factory=JourneyLimits)
+    scoring: Scoring = field(default_factory=Scoring)
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,14 @@ def step(
     elif state.pending and seen_before(state, event.event_id, admitted.source, position) is None:
         state, early = fire_due(state, t - 1)  # due strictly before this event
     new, outcome = apply_event(
-        state, admitted.customer_id, event, config.limits, t, admitted.source, position
+        state,
+        admitted.customer_id,
+        event,
+        config.limits,
+        t,
+        admitted.source,
+        position,
+        config.scoring,
     )
     if new is None or outcome != "processed":
         return StepResult(new, outcome)

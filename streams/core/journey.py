@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.events import TouchpointEvent
 from schemas.vocabulary import CUSTOM_BUCKET, CUSTOM_PREFIX, TRANSACTION_EVENTS
 from streams.core.identity import order_key
+from streams.core.scoring import NOT_TOUCHES, Scoring, add_decayed, merge_decayed
 from streams.core.stages import StageModel
 
 #: 1: first release. 2: added ``source_offsets`` (so a redelivery is told from a
@@ -37,8 +38,9 @@ from streams.core.stages import StageModel
 #: journeys): recent event ids and orders carry their event time, last room
 #: and store their time, ``last_ms_by_type`` records the newest event of each
 #: type; ``source_offsets`` counts positions of the journey's own (internal)
-#: partition.
-STATE_VERSION = 3
+#: partition. 4: decayed engagement counters, lead score, first and last
+#: touch (``streams.core.scoring``); v3 records load with them empty.
+STATE_VERSION = 4
 
 #: Event types that show interest (AIPL's "I"): active engagement, not exposure.
 ENGAGEMENT_EVENTS = frozenset(
@@ -155,6 +157,15 @@ class JourneyState(BaseModel):
     source_offsets: dict[str, int] = Field(default_factory=dict)
     fired: tuple[str, ...] = ()
     pending: tuple[Pending, ...] = ()
+    #: Decayed event counts, ``channel:<channel>`` and ``event:<type>`` ->
+    #: ``(value, as of ms)``: "recent" engagement without an unbounded window.
+    engagement: dict[str, tuple[float, int]] = Field(default_factory=dict)
+    #: Sum of the scoring file's lead points over the customer's events.
+    lead_score: int = 0
+    #: Earliest and latest touch ``(ms, channel)``: first- and last-touch
+    #: attribution of the customer's conversions.
+    first_touch: tuple[int, str] | None = None
+    last_touch: tuple[int, str] | None = None
     #: Customer ids whose journeys were folded into this one (One-ID), so a
     #: fold that comes twice counts once. Bounded by ``limits.identifiers``:
     #: each was one of its identifiers.
@@ -175,7 +186,9 @@ class JourneyState(BaseModel):
 
         ``events_total``, ``transactions``, ``watch_seconds``, ``engagements``,
         ``duplicates``, ``events:<event_type>``, ``channel:<channel>``,
-        ``spend_minor:<CUR>``, ``refunds_minor:<CUR>``, ``stage``.
+        ``spend_minor:<CUR>``, ``refunds_minor:<CUR>``, ``stage``,
+        ``lead_score``. Scores that need the scoring file (decayed engagement,
+        effective member, LTV, tags) are in ``streams.core.profile``.
         """
         kind, sep, arg = name.partition(":")
         if sep:
@@ -194,7 +207,15 @@ class JourneyState(BaseModel):
 
 
 _SCALAR_METRICS = frozenset(
-    {"events_total", "transactions", "watch_seconds", "duplicates", "stage", "last_purchase_ms"}
+    {
+        "events_total",
+        "transactions",
+        "watch_seconds",
+        "duplicates",
+        "stage",
+        "last_purchase_ms",
+        "lead_score",
+    }
 )
 
 
@@ -335,6 +356,7 @@ def apply_event(
     occurred_ms: int | None = None,
     source: str = "",
     position: str | None = None,
+    scoring: Scoring | None = None,
 ) -> tuple[JourneyState | None, Outcome]:
     """Fold one event into the journey (no stage, no decisions: see :func:`advance_stage`).
 
@@ -381,6 +403,8 @@ def apply_event(
         "recent": _newest((*state.recent, (t, event.event_id, source)), limits.recent_event_ids),
         "source_offsets": advance_position(state.source_offsets, position),
     }
+    if scoring is not None:
+        update.update(_score(state, event, key, t, scoring))
     ctx = event.context
     if ctx.live_room_id:
         known_room = _pair(state.last_live_room_id, state.last_live_room_ms)
@@ -426,12 +450,32 @@ def apply_event(
     return state.model_copy(update=update), "processed"
 
 
+def _score(
+    state: JourneyState, event: TouchpointEvent, key: str, t: int, scoring: Scoring
+) -> dict[str, Any]:
+    """Engagement, lead points and touches for one event."""
+    if event.event_type in NOT_TOUCHES:
+        return {}
+    engagement = dict(state.engagement)
+    for name in (f"channel:{event.channel}", f"event:{key}"):
+        engagement[name] = add_decayed(engagement.get(name), t, scoring.half_life_ms)
+    touch = (t, event.channel)
+    first, last = state.first_touch, state.last_touch
+    return {
+        "engagement": engagement,
+        "lead_score": state.lead_score + scoring.points(event),
+        "first_touch": touch if first is None else min(first, touch),
+        "last_touch": touch if last is None else max(last, touch),
+    }
+
+
 def merge_states(
     survivor: JourneyState,
     absorbed: JourneyState,
     model: StageModel,
     limits: JourneyLimits,
     cause_event_id: str,
+    scoring: Scoring | None = None,
 ) -> JourneyState:
     """Fold the journey of an absorbed customer into the survivor's (One-ID).
 
@@ -501,6 +545,13 @@ def merge_states(
         _pair(b.last_live_room_id, b.last_live_room_ms),
     )
     store = _later(_pair(a.last_store_id, a.last_store_ms), _pair(b.last_store_id, b.last_store_ms))
+    half_life = (scoring or Scoring()).half_life_ms
+    engagement = dict(a.engagement)
+    for name, counter in b.engagement.items():
+        mine = engagement.get(name)
+        engagement[name] = counter if mine is None else merge_decayed(mine, counter, half_life)
+    touches = [x for x in (a.first_touch, b.first_touch) if x is not None]
+    last_touches = [x for x in (a.last_touch, b.last_touch) if x is not None]
     merged = a.model_copy(
         update={
             "identifiers": merge_identifiers(a.identifiers, b.identifiers, limits.identifiers),
@@ -532,6 +583,10 @@ def merge_states(
             },
             "fired": tuple(dict.fromkeys((*a.fired, *b.fired)))[-limits.fired :],
             "absorbed": tuple(dict.fromkeys((*a.absorbed, *b.absorbed)))[-limits.identifiers :],
+            "engagement": engagement,
+            "lead_score": a.lead_score + b.lead_score,
+            "first_touch": min(touches) if touches else None,
+            "last_touch": max(last_touches) if last_touches else None,
             "pending": tuple(kept_pending[: limits.pending]),
         }
     )
@@ -588,6 +643,11 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "version": 2}
 
 
+def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """v4 only added fields (scores start from nothing)."""
+    return {**data, "version": 4}
+
+
 def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     """v3 keeps event times with recent ids and orders. A v2 record did not
     have them: its ids take its last-seen time, its orders the last purchase
@@ -607,4 +667,5 @@ def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
 _MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
+    3: _v3_to_v4,
 }

@@ -617,7 +617,7 @@ def _fold(key: str, msg: Fold, fx: Effects, config: OneIdConfig, position: str) 
         return
     core = config.core
     absorbed = msg.journey.model_copy(update={"customer_id": key})
-    merged = merge_states(journey, absorbed, core.stage_model, core.limits, msg.cause)
+    merged = merge_states(journey, absorbed, core.stage_model, core.limits, msg.cause, core.scoring)
     absorbed_ids = (*merged.absorbed, msg.sender)[-core.limits.identifiers :]
     merged = merged.model_copy(update={"absorbed": absorbed_ids})
     before = {(p.rule_id, p.cause_event_id) for p in journey.pending}

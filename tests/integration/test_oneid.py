@@ -90,7 +90,7 @@ def two_workers(namespace: Namespace, tmp_path: Any) -> tuple[WorkerProcess, Wor
 
 def split(first: WorkerProcess, second: WorkerProcess) -> tuple[set[int], set[int]] | None:
     """The partitions of each worker, once both are ready and own all four."""
-    mine, theirs = eventually(lambda: split(first, second), timeout=60, what="partitions")
+    mine, theirs = owned(first), owned(second)
     return (mine, theirs) if mine and theirs and len(mine | theirs) == 4 else None
 
 
@@ -510,6 +510,7 @@ def test_replay_gives_the_profiles_two_workers_give(namespace: Namespace, tmp_pa
     partitions interleave freely), stage history aside."""
     from test_crash import accounted
 
+    from streams.config import core_config
     from streams.core.journey import decode_state
     from streams.core.profile import profile_view
     from streams.replay import replay
@@ -526,10 +527,13 @@ def test_replay_gives_the_profiles_two_workers_give(namespace: Namespace, tmp_pa
     )
     eventually(lambda: accounted(namespace), timeout=240, what="all inputs accounted for")
 
+    settings = Settings(pii_key="integration-test-key", pii_key_id="t1", partitions=4)
+    scoring = core_config(settings).scoring
+
     def views(journeys: Any) -> dict[str, dict[str, Any]]:
         out = {}
         for state in journeys:
-            view = profile_view(state)
+            view = profile_view(state, scoring)
             view.pop("stage_history")
             view["identifiers"] = sorted(view["identifiers"])
             out[state.customer_id] = view
@@ -541,7 +545,6 @@ def test_replay_gives_the_profiles_two_workers_give(namespace: Namespace, tmp_pa
             latest[record.key] = record.value
         return views(decode_state(v) for v in latest.values() if v is not None)
 
-    settings = Settings(pii_key="integration-test-key", pii_key_id="t1", partitions=4)
     replayed = replay([r.value for r in records], settings)
     expected = views(replayed.journeys.values())
     assert replayed.counts["merges"] > 0

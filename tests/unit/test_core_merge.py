@@ -17,6 +17,7 @@ import dataclasses
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from factories import T0, make_admitted, shipped_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -101,6 +102,7 @@ def fold(
                 admitted.occurred_ms,
                 admitted.source,
                 position,
+                config.scoring,
             )
             if state is not None and outcome == "processed":
                 state = advance_stage(
@@ -121,7 +123,7 @@ def merged_and_union(
     b = fold([e for e, side in events if not side], ABSORBED, config, decide=decide)
     if a is None or b is None:
         return None
-    merged = merge_states(a, b, config.stage_model, config.limits, "link-1")
+    merged = merge_states(a, b, config.stage_model, config.limits, "link-1", config.scoring)
     union = fold([e for e, _ in events], SURVIVOR, config, decide=decide)
     assert union is not None
     # Each side kept its own read positions; the union's are of one run.
@@ -130,8 +132,14 @@ def merged_and_union(
 
 
 def assert_equal_but_stage_times(merged: JourneyState, union: JourneyState) -> None:
-    """Equal in every field; in the stage history, equal stage, and every
-    entry the merged journey shows was entered by the union no later."""
+    """Equal in every field (decayed engagement within 1e-9 relative: float
+    rounding); in the stage history, equal stage, and every entry the merged
+    journey shows was entered by the union no later."""
+    assert merged.engagement.keys() == union.engagement.keys()
+    for name, (value, at) in merged.engagement.items():
+        assert at == union.engagement[name][1]
+        assert value == pytest.approx(union.engagement[name][0], rel=1e-9)
+    merged = merged.model_copy(update={"engagement": union.engagement})
     assert merged.stage == union.stage
     entered = {e.stage: e.entered_ms for e in union.stage_history}
     for entry in merged.stage_history:

@@ -51,7 +51,7 @@ def linking(ids: dict[str, str], minute: int, event_id: str, **extra: Any) -> Ad
 
 def profile(state: JourneyState | None) -> dict[str, Any]:
     assert state is not None
-    return profile_view(state)
+    return profile_view(state, shipped_config().scoring)
 
 
 # --- links in any order ---------------------------------------------------------
@@ -303,7 +303,7 @@ def _simulated(n: int) -> list[Admitted]:
 def _views(rt: LocalRuntime) -> dict[str, dict[str, Any]]:
     views = {}
     for customer_id, state in rt.customers().items():
-        view = profile_view(state)
+        view = profile_view(state, shipped_config().scoring)
         view.pop("stage_history")
         view["identifiers"] = sorted(view["identifiers"])
         views[customer_id] = view

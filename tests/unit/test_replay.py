@@ -95,11 +95,13 @@ def _customer_of_each_line(data: list[bytes], result: Any) -> list[str]:
 
 
 def _profiles(result: Any) -> dict[str, dict[str, Any]]:
+    from streams.config import core_config
     from streams.core.profile import profile_view
 
+    scoring = core_config(Settings()).scoring
     views = {}
     for customer_id, journey in result.journeys.items():
-        view = profile_view(journey)
+        view = profile_view(journey, scoring)
         view.pop("stage_history")  # when the journey moved, as events arrived
         view["identifiers"] = sorted(view["identifiers"])
         views[customer_id] = view

@@ -54,6 +54,8 @@ log = logging.getLogger("journeyflow")
 
 #: Key of the idle-tick records on the re-keyed topic (never a customer id).
 TICK_KEY = b"\x00tick"
+#: Header ``journeyflow import`` puts on history: update journeys, decide nothing.
+IMPORT_HEADER = "jf-import"
 #: Largest number of alias hops a profile request follows (roots only ever
 #: point at smaller keys; a chain this long means merges are still in flight).
 MAX_PROFILE_HOPS = 8
@@ -218,7 +220,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             if isinstance(result, DeadLetter):
                 await send_dead_letter(result)
             else:
-                target, route = route_event(result)
+                quiet = header_value(msg.headers, IMPORT_HEADER) == b"1"
+                target, route = route_event(result, quiet=quiet)
                 await keyed.send(key=target.encode(), value=encode_message(route))
 
     @app.agent(keyed, name="update_journeys")
@@ -245,8 +248,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 continue
             alias, journey = read_records(key, aliases, journeys)
             position = f"{msg.partition}:{msg.offset}"
-            fx = handle(key, message, alias, journey, oneid, position)
+            clock = index.clock(msg.partition)
+            clock_ms = None if clock is None else clock.clock_ms
+            fx = handle(key, message, alias, journey, oneid, position, clock_ms)
+            for letter in fx.dead_letters:
+                await send_dead_letter(letter)
             await emit(tuple(fx.outputs), tuple(fx.merges), tuple(fx.sends))
+            if fx.late:
+                metrics.late_events.inc()
             event_ms = message_event_ms(message)
             if fx.scheduled:
                 index.add(msg.partition, key, tuple(fx.scheduled), event_ms or min(fx.scheduled))
@@ -456,6 +465,15 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         journeys=journeys,
         aliases=aliases,
     )
+
+
+def header_value(headers: Any, name: str) -> bytes | None:
+    """One header of a Kafka record (Faust gives a mapping or a list of pairs)."""
+    items = headers.items() if isinstance(headers, dict) else (headers or ())
+    for key, value in items:
+        if key == name:
+            return value if isinstance(value, bytes) else str(value).encode()
+    return None
 
 
 def parse_batch(body: bytes) -> list[Any]:

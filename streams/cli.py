@@ -159,13 +159,42 @@ def publish(source: Any, no_validate: bool) -> None:
         async with TouchpointProducer(settings, validate=not no_validate) as producer:
             return await producer.publish_lines(source)
 
-    summary = asyncio.run(go())
+    _report(asyncio.run(go()), "accepted")
+
+
+def _report(summary: Any, verb: str) -> None:
+    """Rejected lines (the first 50) on stderr, the totals, and the exit status."""
     for r in summary.rejected[:50]:
         click.echo(f"line {r.line}: rejected ({r.reason_code}) {r.message}", err=True)
     if len(summary.rejected) > 50:
         click.echo(f"... and {len(summary.rejected) - 50} more rejected lines", err=True)
-    click.echo(f"accepted {summary.accepted}, rejected {len(summary.rejected)}")
+    click.echo(f"{verb} {summary.accepted}, rejected {len(summary.rejected)}")
     sys.exit(1 if summary.rejected and not summary.accepted else 0)
+
+
+@main.command("import")
+@click.argument("source", type=click.File("rb"))
+@fails_cleanly
+def import_history(source: Any) -> None:
+    """Load past events from FILE (NDJSON, or - for stdin) without triggering anything.
+
+    For a brand's launch: the events update journeys, identities, stages and
+    scores as usual, but decide nothing (no actions, alerts, live triggers,
+    reminders) and are never dead-lettered as too late. Future timestamps
+    are still refused. Send them oldest first.
+    """
+    from streams.admin import check_broker
+    from streams.app import IMPORT_HEADER
+    from streams.producer import TouchpointProducer
+
+    settings = load_settings()
+
+    async def go() -> Any:
+        await check_broker(settings.bootstrap)
+        async with TouchpointProducer(settings) as producer:
+            return await producer.publish_lines(source, headers=[(IMPORT_HEADER, b"1")])
+
+    _report(asyncio.run(go()), "imported")
 
 
 # ------------------------------------------------------------------- simulate

@@ -81,7 +81,13 @@ def core_config(settings: Settings) -> CoreConfig:
 
 
 def oneid_config(settings: Settings) -> OneIdConfig:
-    return OneIdConfig(core_config(settings), max_partners=settings.shared_identifier_partners)
+    return OneIdConfig(
+        core_config(settings),
+        max_partners=settings.shared_identifier_partners,
+        late_after_ms=settings.late_after_seconds * 1000,
+        too_late_ms=settings.too_late_days * 86_400_000,
+        input_topic=settings.topic("touchpoints"),
+    )
 
 
 def ingest_policy(settings: Settings) -> IngestPolicy:

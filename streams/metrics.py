@@ -87,3 +87,9 @@ class Metrics:
             "Customers merged into another (published on the merges topic).",
             registry=registry,
         )
+        self.late_events = Counter(
+            "journeyflow_late_events_total",
+            "Events older than their partition's clock by more than "
+            "JOURNEYFLOW_LATE_AFTER_SECONDS: applied, but they decided nothing.",
+            registry=registry,
+        )

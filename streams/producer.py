@@ -76,8 +76,12 @@ class TouchpointProducer:
         """Send bytes unchecked (tests, replays of dead letters)."""
         await self._producer.send_and_wait(self.topic, value, key=key)
 
-    async def publish_lines(self, lines: Iterable[bytes]) -> PublishSummary:
-        """Publish NDJSON lines; invalid lines are reported, not sent (unless validate=False)."""
+    async def publish_lines(
+        self, lines: Iterable[bytes], headers: list[tuple[str, bytes]] | None = None
+    ) -> PublishSummary:
+        """Publish NDJSON lines; invalid lines are reported, not sent (unless
+        validate=False). ``headers`` go on every record (``journeyflow import``
+        marks history with one)."""
         summary = PublishSummary()
         pending = []
         for number, line in enumerate(lines, start=1):
@@ -85,7 +89,7 @@ class TouchpointProducer:
             if not line:
                 continue
             if not self.validate:
-                pending.append(await self._producer.send(self.topic, line))
+                pending.append(await self._producer.send(self.topic, line, headers=headers))
                 summary.accepted += 1
                 continue
             try:
@@ -93,7 +97,7 @@ class TouchpointProducer:
             except InvalidEvent as exc:
                 summary.rejected.append(Rejection(number, exc.event_id, exc.code, exc.message))
                 continue
-            pending.append(await self._producer.send(self.topic, value, key=key))
+            pending.append(await self._producer.send(self.topic, value, key=key, headers=headers))
             summary.accepted += 1
         for future in pending:
             await future

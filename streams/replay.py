@@ -99,6 +99,7 @@ async def _replay(lines: Iterable[bytes], settings: Settings, until_ms: int | No
         await runtime.advance_all(end)
     for name, n in runtime.counts.items():
         counts[name] = counts.get(name, 0) + n
+    result.dead_letters.extend(runtime.dead_letters)  # found too late
     counts["merges"] = len(runtime.merges)
     result.outputs = runtime.outputs
     result.merges = runtime.merges

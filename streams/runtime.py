@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from aiokafka.partitioner import murmur2
 
-from schemas.outputs import Merge
+from schemas.outputs import DeadLetter, Merge
 from streams.core.ingest import Admitted
 from streams.core.journey import JourneyState, decode_state, encode_state
 from streams.core.oneid import (
@@ -84,6 +84,7 @@ class LocalRuntime:
     journeys: dict[bytes, bytes] = field(default_factory=dict)
     outputs: list[Output] = field(default_factory=list)
     merges: list[Merge] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     interleave: random.Random | None = None
     _queue: deque[tuple[str, Message]] = field(default_factory=deque)
@@ -111,8 +112,9 @@ class LocalRuntime:
     async def _emit(self, outputs: tuple[Output, ...]) -> None:
         self.outputs.extend(outputs)
 
-    def submit(self, admitted: Admitted) -> None:
-        self._put(*route_event(admitted))
+    def submit(self, admitted: Admitted, *, quiet: bool = False) -> None:
+        """An admitted event enters identity resolution (``quiet``: imported history)."""
+        self._put(*route_event(admitted, quiet=quiet))
 
     async def run(self) -> None:
         """Handle messages until none is left."""
@@ -132,7 +134,16 @@ class LocalRuntime:
         """Handle one message against its key's records, send what it sends,
         then write the records (the worker's order)."""
         alias, journey = read_records(key, self.aliases, self.journeys)
-        fx = handle(key, msg, alias, journey, self.config, position)
+        clock = self.index.clock(int(position.partition(":")[0]))
+        fx = handle(
+            key,
+            msg,
+            alias,
+            journey,
+            self.config,
+            position,
+            None if clock is None else clock.clock_ms,
+        )
         self.send(fx)
         write_records(key, fx, self.aliases, self.journeys)
         return fx
@@ -143,6 +154,11 @@ class LocalRuntime:
             self._put(target, out)
         self.outputs.extend(fx.outputs)
         self.merges.extend(fx.merges)
+        self.dead_letters.extend(fx.dead_letters)
+        if fx.dead_letters:
+            self.counts["dead_lettered"] = self.counts.get("dead_lettered", 0) + 1
+        if fx.late:
+            self.counts["late"] = self.counts.get("late", 0) + 1
         for reason in fx.refusals:
             self.counts[f"refused_{reason}"] = self.counts.get(f"refused_{reason}", 0) + 1
         if fx.outcome is not None:

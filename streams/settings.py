@@ -99,6 +99,18 @@ class Settings(BaseSettings):
         description="An identifier seen with more distinct identifiers of one type than this "
         "is shared (a shop tablet, a test phone): it stops linking customers.",
     )
+    late_after_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="An event this much older than its partition's event-time clock is late: "
+        "it updates the journey but triggers no actions or alerts.",
+    )
+    too_late_days: int = Field(
+        default=30,
+        ge=1,
+        description="An event this much older than its partition's clock is dead-lettered "
+        "(too_late); load history with journeyflow import instead.",
+    )
     tick_interval_seconds: float = Field(
         default=5.0,
         ge=0,

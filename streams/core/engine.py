@@ -52,6 +52,7 @@ def step(
     admitted: Admitted,
     config: CoreConfig,
     position: str | None = None,
+    quiet: bool = False,
 ) -> StepResult:
     """Apply one admitted event to a customer's journey and decide what to emit.
 
@@ -59,14 +60,20 @@ def step(
     only the duplicate counter and emits nothing; a redelivery of the same
     record changes nothing; ``privacy.erase`` returns no state. ``position``
     is where the journey read the record (``partition:offset`` of its own
-    input), the input record's position when not given.
+    input), the input record's position when not given. ``quiet`` (a late
+    event, or history being imported) updates the journey and its stage but
+    decides nothing: no outputs, nothing scheduled.
     """
     event = admitted.event
     t = admitted.occurred_ms
     early: list[Output] = []
     if state is None:
         state = new_state(admitted.customer_id)
-    elif state.pending and seen_before(state, event.event_id, admitted.source, position) is None:
+    elif (
+        not quiet
+        and state.pending
+        and seen_before(state, event.event_id, admitted.source, position) is None
+    ):
         state, early = fire_due(state, t - 1)  # due strictly before this event
     new, outcome = apply_event(
         state,
@@ -81,6 +88,8 @@ def step(
     if new is None or outcome != "processed":
         return StepResult(new, outcome)
     new = advance_stage(new, config.stage_model, t, event.event_id, config.limits)
+    if quiet:
+        return StepResult(new, outcome)
     before = {(p.rule_id, p.cause_event_id) for p in new.pending}
     new, outputs = decide(config.rules, new, event, config.limits, t)
     scheduled = tuple(p.due_ms for p in new.pending if (p.rule_id, p.cause_event_id) not in before)

@@ -102,11 +102,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.codec import encode, validate_touchpoint
 from schemas.events import TouchpointEvent
-from schemas.outputs import Alert, Merge
+from schemas.outputs import Alert, DeadLetter, FieldError, Merge
 from streams.core.engine import CoreConfig, step
 from streams.core.identity import order_key, typed_identifiers
 from streams.core.ids import output_id
-from streams.core.ingest import Admitted
+from streams.core.ingest import Admitted, RecordMeta, dead_letter
 from streams.core.journey import (
     JourneyState,
     Outcome,
@@ -131,6 +131,13 @@ class OneIdConfig:
     #: An identifier seen with more distinct partners of one type than this is
     #: shared (a shop tablet, a test phone): it stops linking.
     max_partners: int = 20
+    #: An event this much older than its customer's partition clock is late:
+    #: it updates the journey but decides nothing (no actions, no alerts).
+    late_after_ms: int = 3_600_000
+    #: Beyond this it is dead-lettered (``too_late``) instead.
+    too_late_ms: int = 30 * 86_400_000
+    #: Named in the dead letters of events found too late.
+    input_topic: str = "journeyflow.touchpoints"
 
 
 class Alias(BaseModel):
@@ -158,6 +165,8 @@ class Route:
     event: TouchpointEvent
     source: str
     tried: tuple[str, ...] = ()
+    #: History being imported: update journeys, decide nothing.
+    quiet: bool = False
     kind: Literal["route"] = "route"
 
 
@@ -167,6 +176,7 @@ class Apply:
     source: str
     anchor: str
     links: tuple[str, ...] = ()
+    quiet: bool = False
     kind: Literal["apply"] = "apply"
 
 
@@ -297,10 +307,11 @@ def message_event_ms(msg: Message) -> int | None:
     return None if event is None else _event_ms(event)
 
 
-def route_event(admitted: Admitted) -> tuple[str, Route]:
-    """Where an admitted event enters identity resolution: its strongest identifier."""
+def route_event(admitted: Admitted, *, quiet: bool = False) -> tuple[str, Route]:
+    """Where an admitted event enters identity resolution: its strongest
+    identifier. ``quiet``: history being imported (decides nothing)."""
     first = typed_identifiers(admitted.event.identities)[0]
-    return first, Route(admitted.event, admitted.source)
+    return first, Route(admitted.event, admitted.source, quiet=quiet)
 
 
 # --- effects -------------------------------------------------------------------
@@ -323,6 +334,10 @@ class Effects:
     scheduled: list[int] = field(default_factory=list)
     #: Outcome of an event applied here (for the counts).
     outcome: Outcome | None = None
+    #: The event applied here was late (it decided nothing).
+    late: bool = False
+    #: Events found too late to apply (``too_late``).
+    dead_letters: list[DeadLetter] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
 
     def set_alias(self, alias: Alias | None) -> None:
@@ -339,18 +354,21 @@ def handle(
     journey: JourneyState | None,
     config: OneIdConfig,
     position: str = "",
+    clock_ms: int | None = None,
 ) -> Effects:
     """Handle one message addressed to ``key`` whose records are ``alias`` and
     ``journey``. ``position`` is where it was read (``partition:offset``), so
-    a redelivered record changes no journey twice. Messages this produces for
-    the same key are handled here too, in order."""
+    a redelivered record changes no journey twice; ``clock_ms`` is the
+    partition's event-time clock, against which an event is late. Messages
+    this produces for the same key are handled here too, in order."""
     fx = Effects(alias, journey)
     queue: list[Message] = [msg]
     first = True
+    ctx = _Context(config, clock_ms)
     while queue:
         current = queue.pop(0)
         sends_before = len(fx.sends)
-        _HANDLERS[current.kind](key, current, fx, config, position if first else "")
+        _HANDLERS[current.kind](key, current, fx, ctx, position if first else "")
         first = False
         fresh = fx.sends[sends_before:]
         del fx.sends[sends_before:]
@@ -360,6 +378,20 @@ def handle(
             else:
                 fx.sends.append((target, out))
     return fx
+
+
+@dataclass(frozen=True)
+class _Context:
+    config: OneIdConfig
+    clock_ms: int | None
+
+    @property
+    def core(self) -> CoreConfig:
+        return self.config.core
+
+    @property
+    def max_partners(self) -> int:
+        return self.config.max_partners
 
 
 def root_of(key: str, alias: Alias | None) -> str:
@@ -418,7 +450,7 @@ def _event_ms(event: TouchpointEvent) -> int:
     return int(event.occurred_at.timestamp() * 1000)
 
 
-def _route(key: str, msg: Route, fx: Effects, config: OneIdConfig, position: str) -> None:
+def _route(key: str, msg: Route, fx: Effects, config: _Context, position: str) -> None:
     event = msg.event
     ids = [i for i in typed_identifiers(event.identities) if i not in msg.tried]
     others = [i for i in ids if i != key]
@@ -430,25 +462,31 @@ def _route(key: str, msg: Route, fx: Effects, config: OneIdConfig, position: str
             fx.outputs.append(_shared_alert(key, event.event_id, _event_ms(event)))
             fx.refusals.append("shared")
         if fx.alias is not None and fx.alias.shared:
-            fx.sends.append((others[0], Route(event, msg.source, (*msg.tried, key))))
+            fx.sends.append((others[0], Route(event, msg.source, (*msg.tried, key), msg.quiet)))
             return
     root = root_of(key, fx.alias)
-    forward = Apply(event, msg.source, key, tuple(others))
+    forward = Apply(event, msg.source, key, tuple(others), msg.quiet)
     if root == key:
         _apply(key, forward, fx, config, position)
     else:
         fx.sends.append((root, forward))
 
 
-def _apply(key: str, msg: Apply, fx: Effects, config: OneIdConfig, position: str) -> None:
+def _apply(key: str, msg: Apply, fx: Effects, config: _Context, position: str) -> None:
     root = root_of(key, fx.alias)
     if root != key:
         fx.sends.append((root, msg))
         return
     event = msg.event
     at_ms = _event_ms(event)
+    late_by = 0 if msg.quiet or config.clock_ms is None else config.clock_ms - at_ms
+    if late_by > config.config.too_late_ms:
+        fx.dead_letters.append(_too_late(event, msg.source, late_by, config.config))
+        return
+    fx.late = late_by > config.config.late_after_ms
     admitted = Admitted(event, key, at_ms, msg.source)
-    result = step(fx.journey, admitted, config.core, position or None)
+    quiet = msg.quiet or fx.late
+    result = step(fx.journey, admitted, config.core, position or None, quiet)
     fx.outcome = result.outcome
     fx.outputs.extend(result.outputs)
     fx.scheduled.extend(result.scheduled)
@@ -464,7 +502,26 @@ def _apply(key: str, msg: Apply, fx: Effects, config: OneIdConfig, position: str
             fx.sends.append((other, Link(key, msg.anchor, event.event_id, at_ms)))
 
 
-def _link(key: str, msg: Link, fx: Effects, config: OneIdConfig, position: str) -> None:
+def _too_late(event: TouchpointEvent, source: str, late_by: int, config: OneIdConfig) -> DeadLetter:
+    partition, _, offset = source.partition(":")
+    meta = RecordMeta(
+        config.input_topic,
+        int(partition) if partition.isdigit() else -1,
+        int(offset) if offset.isdigit() else -1,
+    )
+    days = late_by / 86_400_000
+    return dead_letter(
+        encode(event),  # as admitted: PII already hashed
+        meta,
+        "too_late",
+        f"occurred_at is {days:.1f} days behind its partition's event-time clock "
+        f"(allowed: {config.too_late_ms / 86_400_000:.0f}); use journeyflow import for history",
+        [FieldError(field="occurred_at", message="too far in the past")],
+        event.event_id,
+    )
+
+
+def _link(key: str, msg: Link, fx: Effects, config: _Context, position: str) -> None:
     alias, changed, newly = _note_partners(key, fx.alias, [msg.via], config.max_partners)
     if changed:
         fx.set_alias(alias)
@@ -488,7 +545,7 @@ def _park(fx: Effects, key: str, msg: Message) -> None:
     fx.set_alias(alias.model_copy(update={"parked": (*alias.parked, message_to_dict(msg))}))
 
 
-def _absorb(key: str, msg: Absorb, fx: Effects, config: OneIdConfig, position: str) -> None:
+def _absorb(key: str, msg: Absorb, fx: Effects, config: _Context, position: str) -> None:
     mine = root_of(key, fx.alias)
     if mine != key:  # merged meanwhile: the request is really for my root
         if mine != msg.into:
@@ -544,7 +601,7 @@ def _refused_alert(key: str, msg: Propose, reason: Refusal) -> Alert:
     )
 
 
-def _propose(key: str, msg: Propose, fx: Effects, config: OneIdConfig, position: str) -> None:
+def _propose(key: str, msg: Propose, fx: Effects, config: _Context, position: str) -> None:
     mine = root_of(key, fx.alias)
     if mine != key:
         fx.sends.append((mine, msg))
@@ -586,7 +643,7 @@ def _unpark(key: str, fx: Effects, alias: Alias) -> Alias:
     return alias.model_copy(update={"parked": (), "moving_to": None})
 
 
-def _accepted(key: str, msg: Accepted, fx: Effects, config: OneIdConfig, position: str) -> None:
+def _accepted(key: str, msg: Accepted, fx: Effects, config: _Context, position: str) -> None:
     alias = fx.alias
     if alias is None or alias.moving_to != msg.target:
         return  # answered before (a redelivery)
@@ -600,14 +657,14 @@ def _accepted(key: str, msg: Accepted, fx: Effects, config: OneIdConfig, positio
     fx.set_alias(unparked.model_copy(update={"root": msg.into}))
 
 
-def _refused(key: str, msg: Refused, fx: Effects, config: OneIdConfig, position: str) -> None:
+def _refused(key: str, msg: Refused, fx: Effects, config: _Context, position: str) -> None:
     alias = fx.alias
     if alias is None or alias.moving_to != msg.target:
         return
     fx.set_alias(_unpark(key, fx, alias))
 
 
-def _fold(key: str, msg: Fold, fx: Effects, config: OneIdConfig, position: str) -> None:
+def _fold(key: str, msg: Fold, fx: Effects, config: _Context, position: str) -> None:
     mine = root_of(key, fx.alias)
     if mine != key:
         fx.sends.append((mine, msg))
@@ -641,7 +698,7 @@ def _erase(key: str, fx: Effects) -> None:
     fx.set_alias(None)
 
 
-def _forget(key: str, msg: Forget, fx: Effects, config: OneIdConfig, position: str) -> None:
+def _forget(key: str, msg: Forget, fx: Effects, config: _Context, position: str) -> None:
     mine = root_of(key, fx.alias)
     if mine == msg.root:
         fx.set_alias(None)
@@ -652,7 +709,7 @@ def _forget(key: str, msg: Forget, fx: Effects, config: OneIdConfig, position: s
         fx.set_journey(fx.journey.model_copy(update={"identifiers": kept}))
 
 
-def _repoint(key: str, msg: Repoint, fx: Effects, config: OneIdConfig, position: str) -> None:
+def _repoint(key: str, msg: Repoint, fx: Effects, config: _Context, position: str) -> None:
     if fx.alias is not None and fx.alias.root == msg.old:
         fx.set_alias(fx.alias.model_copy(update={"root": msg.new}))
 

@@ -549,3 +549,55 @@ def test_replay_gives_the_profiles_two_workers_give(namespace: Namespace, tmp_pa
     expected = views(replayed.journeys.values())
     assert replayed.counts["merges"] > 0
     eventually(lambda: live() == expected, timeout=120, what="live profiles equal replay's")
+
+
+def test_imported_history_updates_journeys_and_triggers_nothing(
+    namespace: Namespace, tmp_path: Any
+) -> None:
+    import subprocess
+    import sys
+
+    worker = namespace.worker(tmp_path).start()
+    old = datetime.now(UTC) - timedelta(days=90)  # far beyond the too-late bound
+    lines = [
+        {
+            "event_id": "imp-1",
+            "event_type": "live.comment",
+            "channel": "livestream",
+            "occurred_at": old.isoformat(),
+            "identities": {"member_id": "M-imp", "phone": "13700001234"},
+            "context": {"live_room_id": "room-618-beauty"},
+            "properties": {"text": "这个多少钱"},
+        },
+        {
+            "event_id": "imp-2",
+            "event_type": "order.paid",
+            "channel": "ecommerce",
+            "occurred_at": (old + timedelta(days=1)).isoformat(),
+            "identities": {"phone": "13700001234"},
+            "properties": {"order_id": "O-imp", "amount_minor": 12900, "currency": "CNY"},
+        },
+    ]
+    history = tmp_path / "history.ndjson"
+    history.write_bytes(b"\n".join(orjson.dumps(line) for line in lines) + b"\n")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "import", str(history)],
+        env=worker.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "imported 2" in done.stdout
+
+    body = eventually(
+        lambda: (p := profile(worker, "phone:13700001234")) and p["events_total"] == 2 and p,
+        timeout=60,
+        what="history applied",
+    )
+    assert body["customer_id"] == "member_id:M-imp"
+    assert (body["transactions"], body["stage"]) == (1, "purchase")
+    time.sleep(3)  # anything it would have triggered has had time to appear
+    for topic in ("actions", "alerts", "live-triggers", "dlq"):
+        assert read_topic(namespace.bootstrap, namespace.topic(topic)) == [], topic

@@ -349,3 +349,58 @@ def test_a_customer_erased_in_the_middle_of_a_merge_leaves_no_identifier_behind(
     assert (b2, Forget(b)) in fx.sends
     at_a = handle(a, Forget(b, (b, b2)), None, survivor, config)
     assert at_a.journey is not None and at_a.journey.identifiers == (a,)
+
+
+# --- late events and imported history --------------------------------------------------
+
+PRICE_QUESTION = {
+    "event_type": "live.comment",
+    "text": "这个多少钱",
+    "context": {"live_room_id": "room-618-beauty"},
+}
+
+
+def test_a_late_event_updates_the_journey_but_decides_nothing() -> None:
+    rt = run([linking(D, 180, "now", event_type="page.view")])  # the clock: T0 + 3 h
+    late = linking({"member_id": "M-77"}, 60, "late-q", **PRICE_QUESTION)  # 2 h behind
+
+    run([late], rt)
+
+    state = rt.journey_of("member_id:M-77")
+    assert state is not None and state.events_total == 2
+    assert state.event_counts["live.comment"] == 1  # applied ...
+    assert [o for o in rt.outputs if o.cause_event_id == "late-q"] == []  # ... silently
+    assert rt.counts["late"] == 1
+    on_time = linking({"member_id": "M-77"}, 170, "on-time-q", **PRICE_QUESTION)
+    run([on_time], rt)
+    assert [o for o in rt.outputs if o.cause_event_id == "on-time-q"]  # the rule itself works
+
+
+def test_an_event_beyond_the_bound_is_dead_lettered_too_late() -> None:
+    rt = run([linking(D, 60 * 24 * 40, "now", event_type="page.view")])  # 40 days on
+    ancient = linking(D, 0, "ancient", event_type="page.view")
+
+    run([ancient], rt)
+
+    [letter] = rt.dead_letters
+    assert (letter.reason_code, letter.event_id) == ("too_late", "ancient")
+    assert "journeyflow import" in letter.reason
+    state = rt.journey_of("member_id:M-77")
+    assert state is not None and state.events_total == 1
+
+
+def test_imported_history_is_applied_whatever_its_age_and_triggers_nothing() -> None:
+    rt = run([linking(D, 60 * 24 * 40, "now", event_type="page.view")])
+    history = [
+        linking({**D, **A}, 0, "h-1", **PRICE_QUESTION),
+        linking(D, 1, "h-2", event_type="order.paid", order_id="O-h"),
+    ]
+    for admitted in history:
+        rt.submit(admitted, quiet=True)
+    asyncio.run(rt.run())
+
+    state = rt.journey_of("live_viewer_id:douyin:88231")  # linked by the history
+    assert state is not None and state.customer_id == "member_id:M-77"
+    assert (state.events_total, state.transactions, state.stage) == (3, 1, "purchase")
+    assert [o for o in rt.outputs if o.cause_event_id.startswith("h-")] == []
+    assert rt.dead_letters == []

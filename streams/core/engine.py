@@ -20,6 +20,7 @@ from streams.core.journey import (
     advance_stage,
     apply_event,
     new_state,
+    schedule_decay,
     seen_before,
 )
 from streams.core.rules import Output, RuleSet, decide, fire_due
@@ -92,6 +93,7 @@ def step(
         return StepResult(new, outcome)
     before = {(p.rule_id, p.cause_event_id) for p in new.pending}
     new, outputs = decide(config.rules, new, event, config.limits, t)
+    new = schedule_decay(new, config.stage_model, config.limits)
     scheduled = tuple(p.due_ms for p in new.pending if (p.rule_id, p.cause_event_id) not in before)
     return StepResult(new, outcome, (*early, *outputs), scheduled)
 

@@ -590,7 +590,8 @@ def merge_states(
             "pending": tuple(kept_pending[: limits.pending]),
         }
     )
-    return advance_stage(merged, model, merged.last_seen_ms, cause_event_id, limits)
+    merged = advance_stage(merged, model, merged.last_seen_ms, cause_event_id, limits)
+    return schedule_decay(merged, model, limits)
 
 
 def merge_identifiers(a: tuple[str, ...], b: tuple[str, ...], limit: int) -> tuple[str, ...]:
@@ -601,8 +602,16 @@ def merge_identifiers(a: tuple[str, ...], b: tuple[str, ...], limit: int) -> tup
 def advance_stage(
     state: JourneyState, model: StageModel, at_ms: int, cause_event_id: str, limits: JourneyLimits
 ) -> JourneyState:
-    """Move the journey to the furthest stage its metrics reach, recording entry time."""
-    stage = model.furthest(state.metric, state.stage)
+    """Move the journey to the furthest stage its metrics reach, recording
+    entry time. A decayed stage (``lapsed``) holds until a transaction newer
+    than the decay; then the journey goes as far forward as its metrics reach."""
+    current = state.stage
+    if model.decayed(current):
+        entered = state.stage_history[-1].entered_ms if state.stage_history else 0
+        if (state.last_purchase_ms or 0) <= entered:
+            return state
+        current = None
+    stage = model.furthest(state.metric, current)
     if stage == state.stage or stage is None:
         return state
     history = (
@@ -612,6 +621,29 @@ def advance_stage(
     return state.model_copy(
         update={"stage": stage, "stage_history": history[-limits.stage_history :]}
     )
+
+
+def schedule_decay(state: JourneyState, model: StageModel, limits: JourneyLimits) -> JourneyState:
+    """Add the pending item that lapses the journey's stage ``after_days`` after
+    its last transaction (cancelled by a newer transaction, then scheduled
+    anew from it)."""
+    for rule in model.decay:
+        if state.stage != rule.from_stage or state.last_purchase_ms is None:
+            continue
+        if any(p.rule_id == rule.rule_id for p in state.pending):
+            continue
+        if len(state.pending) >= limits.pending:
+            continue
+        item = Pending(
+            rule_id=rule.rule_id,
+            due_ms=state.last_purchase_ms + int(rule.after_days * 86_400_000),
+            created_ms=state.last_purchase_ms,
+            cause_event_id=f"decay@{state.last_purchase_ms}",
+            cancel_on=tuple(sorted(TRANSACTION_EVENTS)),
+            output={"kind": "stage", "from": rule.from_stage, "to": rule.to},
+        )
+        state = state.model_copy(update={"pending": (*state.pending, item)})
+    return state
 
 
 def mark_fired(state: JourneyState, key: str, limits: JourneyLimits) -> JourneyState:

@@ -26,7 +26,7 @@ from schemas.vocabulary import Channel
 from streams.core.conditions import Condition, event_field, render
 from streams.core.errors import CoreError
 from streams.core.ids import output_id
-from streams.core.journey import JourneyLimits, JourneyState, Pending, mark_fired
+from streams.core.journey import JourneyLimits, JourneyState, Pending, StageEntry, mark_fired
 
 Output = Action | Alert | LiveTrigger
 
@@ -199,6 +199,9 @@ def fire_due(state: JourneyState, now_ms: int) -> tuple[JourneyState, list[Outpu
     for item in due:
         fields = dict(item.output)
         kind = fields.pop("kind")
+        if kind == "stage":  # a stage decays (streams.core.stages.Decay): no output
+            state = _decay_stage(state, item, fields)
+            continue
         common = {
             "id": output_id(item.rule_id, state.customer_id, item.cause_event_id),
             "customer_id": state.customer_id,
@@ -209,6 +212,14 @@ def fire_due(state: JourneyState, now_ms: int) -> tuple[JourneyState, list[Outpu
         outputs.append(_make(kind, common, fields))
     left = tuple(p for p in state.pending if p.due_ms > now_ms)
     return state.model_copy(update={"pending": left}), outputs
+
+
+def _decay_stage(state: JourneyState, item: Pending, fields: dict[str, Any]) -> JourneyState:
+    if state.stage != fields.get("from"):
+        return state
+    entry = StageEntry(stage=fields["to"], entered_ms=item.due_ms, cause_event_id=item.rule_id)
+    history = (*state.stage_history, entry)[-JourneyLimits().stage_history :]
+    return state.model_copy(update={"stage": fields["to"], "stage_history": history})
 
 
 def _common(scope: _Scope, decided_at: datetime) -> dict[str, Any]:

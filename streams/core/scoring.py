@@ -164,8 +164,8 @@ def ltv_estimate(
     """Spend so far plus the average order value times the orders the customer's
     own purchase rate predicts over the horizon (no rate from one order).
 
-    >>> ltv_estimate(20000, [0, 30 * DAY_MS], 2, 365)  # an order a month: +12 more
-    140000
+    >>> ltv_estimate(20000, [0, 30 * DAY_MS], 2, 365)  # an order a month: about 12 more
+    141667
     """
     if transactions == 0:
         return 0

@@ -1,6 +1,7 @@
 """Journey stage models as data: ordered stages, each entered when its
 conditions over the journey's metrics hold. Stages only move forward here;
-decay (e.g. Loyalty -> lapsed) is evaluated on event-time ticks.
+decay (e.g. Loyalty -> lapsed after 180 days without a transaction) is
+scheduled as a pending item and happens on event-time ticks.
 
 >>> model = parse_stage_model({"name": "two", "stages": [
 ...     {"id": "seen", "when": [{"metric": "events_total", "op": ">=", "value": 1}]},
@@ -34,12 +35,30 @@ class Stage(BaseModel):
         return any(hits) if self.match == "any" else all(hits)
 
 
+class Decay(BaseModel):
+    """A stage that lapses: ``from`` becomes ``to`` once ``after_days`` of
+    event time pass without a transaction (evaluated on event-time ticks).
+    A new transaction takes the journey forward again."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    from_stage: str = Field(alias="from")
+    to: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str = ""
+    after_days: float = Field(gt=0)
+
+    @property
+    def rule_id(self) -> str:
+        return f"stage_decay_{self.from_stage}_{self.to}"
+
+
 class StageModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     description: str = ""
     stages: list[Stage] = Field(min_length=1)
+    decay: list[Decay] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique(self) -> StageModel:
@@ -49,7 +68,16 @@ class StageModel(BaseModel):
         for stage in self.stages:
             if any(c.field is not None for c in stage.when):
                 raise ValueError(f"stage {stage.id}: stage conditions read metrics, not fields")
+        for rule in self.decay:
+            if rule.from_stage not in ids:
+                raise ValueError(f"decay from unknown stage {rule.from_stage!r}")
+            if rule.to in ids:
+                raise ValueError(f"decay target {rule.to!r} must not be a forward stage")
         return self
+
+    def decayed(self, stage_id: str | None) -> bool:
+        """Is this a stage a journey decays into (outside the forward order)?"""
+        return any(rule.to == stage_id for rule in self.decay)
 
     def rank(self, stage_id: str | None) -> int:
         for i, stage in enumerate(self.stages):

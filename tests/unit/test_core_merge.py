@@ -32,6 +32,7 @@ from streams.core.journey import (
     advance_stage,
     apply_event,
     merge_states,
+    schedule_decay,
 )
 
 SURVIVOR = "member_id:M-1"
@@ -112,6 +113,7 @@ def fold(
                     admitted.event.event_id,
                     config.limits,
                 )
+                state = schedule_decay(state, config.stage_model, config.limits)
     return state
 
 

@@ -72,3 +72,51 @@ def test_a_brand_file_is_used_and_a_bad_one_is_refused(tmp_path) -> None:
         load_stage_model(str(bad))
     with pytest.raises(JourneyflowError, match=r"no such file"):
         load_stage_model("nonexistent")
+
+
+def test_a_loyal_customer_lapses_after_the_decay_period_and_a_purchase_brings_them_back() -> None:
+    from datetime import timedelta
+
+    from factories import T0, Journey, epoch_ms
+
+    from streams.core.engine import tick
+
+    day = timedelta(days=1)
+    j = Journey()
+    j.send("order.paid", order_id="O-1", at=T0)
+    j.send("order.paid", order_id="O-2", at=T0 + 10 * day)
+    assert j.state is not None and j.state.stage == "loyalty"
+    [decay] = [p for p in j.state.pending if p.rule_id.startswith("stage_decay")]
+    assert decay.due_ms == epoch_ms(T0 + 190 * day)  # 180 days after the last purchase
+
+    j.send("page.view", at=T0 + 100 * day)  # browsing is not buying: nothing changes
+    assert tick(j.state, epoch_ms(T0 + 189 * day)).state.stage == "loyalty"
+    lapsed = tick(j.state, epoch_ms(T0 + 190 * day)).state
+    assert lapsed.stage == "lapsed"
+    assert lapsed.stage_history[-1].entered_ms == epoch_ms(T0 + 190 * day)
+
+    j.state = lapsed
+    j.send("page.view", at=T0 + 200 * day)
+    assert j.state.stage == "lapsed"  # still lapsed until a transaction
+    j.send("store.purchase", order_id="S-3", at=T0 + 210 * day)
+    assert j.state.stage == "loyalty"
+    [again] = [p for p in j.state.pending if p.rule_id.startswith("stage_decay")]
+    assert again.due_ms == epoch_ms(T0 + 390 * day)
+
+
+def test_a_purchase_before_the_due_time_cancels_the_decay() -> None:
+    from datetime import timedelta
+
+    from factories import T0, Journey, epoch_ms
+
+    from streams.core.engine import tick
+
+    day = timedelta(days=1)
+    j = Journey()
+    j.send("order.paid", order_id="O-1", at=T0)
+    j.send("order.paid", order_id="O-2", at=T0 + 10 * day)
+    j.send("order.paid", order_id="O-3", at=T0 + 100 * day)
+
+    assert j.state is not None
+    assert tick(j.state, epoch_ms(T0 + 190 * day)).state.stage == "loyalty"
+    assert tick(j.state, epoch_ms(T0 + 280 * day)).state.stage == "lapsed"

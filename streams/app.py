@@ -25,13 +25,14 @@ import orjson
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
 
-from schemas.codec import InvalidEvent, encode, validate_touchpoint
+from schemas.codec import InvalidEvent, decode_feedback, encode, validate_touchpoint
 from schemas.outputs import Action, Alert, DeadLetter, LiveTrigger, Merge
 from streams.config import ingest_policy, oneid_config
 from streams.core.errors import CoreError
 from streams.core.identity import customer_id_for, normalise, normalise_all, parse_typed
 from streams.core.ingest import RecordMeta, admit, dead_letter
 from streams.core.oneid import (
+    FeedbackMsg,
     Message,
     decode_message,
     encode_message,
@@ -127,6 +128,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         )
 
     touchpoints = topic(specs.touchpoints.name)
+    feedback_in = topic(specs.feedback.name)
     keyed = topic(specs.keyed.name)
     dlq = topic(specs.dlq.name)
     out_topics = {
@@ -224,6 +226,28 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 target, route = route_event(result, quiet=quiet)
                 await keyed.send(key=target.encode(), value=encode_message(route))
 
+    @app.agent(feedback_in, name="admit_feedback")
+    async def admit_feedback(stream: faust.StreamT) -> None:
+        """Validate action outcomes from marketing automation and send each to
+        the customer it names (One-ID forwards it if that customer was merged)."""
+        async for event in stream.events():
+            msg = event.message
+            meta = RecordMeta(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
+            raw = event.value if event.value is not None else b""
+            try:
+                fb = decode_feedback(raw)
+                kind, value = parse_typed(fb.customer_id)
+                key = f"{kind}:{normalise(kind, value, policy.pii_key)}"
+            except InvalidEvent as exc:
+                await send_dead_letter(
+                    dead_letter(raw, meta, exc.code, exc.message, exc.errors, exc.event_id)
+                )
+                continue
+            except CoreError as exc:  # includes InvalidIdentifier
+                await send_dead_letter(dead_letter(raw, meta, "invalid_identifier", str(exc)))
+                continue
+            await keyed.send(key=key.encode(), value=encode_message(FeedbackMsg(fb)))
+
     @app.agent(keyed, name="update_journeys")
     async def update_journeys(stream: faust.StreamT) -> None:
         """Handle each One-ID message (an event looking for its customer, a
@@ -256,6 +280,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             await emit(tuple(fx.outputs), tuple(fx.merges), tuple(fx.sends))
             if fx.late:
                 metrics.late_events.inc()
+            if fx.feedback is not None:
+                metrics.feedback.labels(fx.feedback).inc()
             event_ms = message_event_ms(message)
             if fx.scheduled:
                 index.add(msg.partition, key, tuple(fx.scheduled), event_ms or min(fx.scheduled))

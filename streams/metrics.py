@@ -93,3 +93,10 @@ class Metrics:
             "JOURNEYFLOW_LATE_AFTER_SECONDS: applied, but they decided nothing.",
             registry=registry,
         )
+        self.feedback = Counter(
+            "journeyflow_feedback_total",
+            "Action outcomes from journeyflow.feedback, by result: counted, repeated (a "
+            "feedback id seen before), unknown (no customer by that id).",
+            ["result"],
+            registry=registry,
+        )

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 
 from aiokafka.partitioner import murmur2
 
-from schemas.outputs import DeadLetter, Merge
+from schemas.outputs import DeadLetter, Feedback, Merge
 from streams.core.ingest import Admitted
 from streams.core.journey import JourneyState, decode_state, encode_state
 from streams.core.oneid import (
     Alias,
     Effects,
+    FeedbackMsg,
     Message,
     OneIdConfig,
     decode_alias,
@@ -112,6 +113,10 @@ class LocalRuntime:
     async def _emit(self, outputs: tuple[Output, ...]) -> None:
         self.outputs.extend(outputs)
 
+    def submit_feedback(self, customer_id: str, feedback: Feedback) -> None:
+        """An action's outcome, addressed to the customer id the action named."""
+        self._put(customer_id, FeedbackMsg(feedback))
+
     def submit(self, admitted: Admitted, *, quiet: bool = False) -> None:
         """An admitted event enters identity resolution (``quiet``: imported history)."""
         self._put(*route_event(admitted, quiet=quiet))
@@ -159,6 +164,9 @@ class LocalRuntime:
             self.counts["dead_lettered"] = self.counts.get("dead_lettered", 0) + 1
         if fx.late:
             self.counts["late"] = self.counts.get("late", 0) + 1
+        if fx.feedback is not None:
+            name = f"feedback_{fx.feedback}"
+            self.counts[name] = self.counts.get(name, 0) + 1
         for reason in fx.refusals:
             self.counts[f"refused_{reason}"] = self.counts.get(f"refused_{reason}", 0) + 1
         if fx.outcome is not None:

@@ -82,6 +82,7 @@ class JourneyLimits:
     consents: int = 32
     stage_history: int = 16
     pending: int = 16
+    feedback_ids: int = 64
 
 
 class StageEntry(BaseModel):
@@ -166,6 +167,10 @@ class JourneyState(BaseModel):
     #: attribution of the customer's conversions.
     first_touch: tuple[int, str] | None = None
     last_touch: tuple[int, str] | None = None
+    #: Outcomes marketing automation reported for this customer's actions
+    #: (``journeyflow.feedback``), and the newest ids for dedupe.
+    feedback_counts: dict[str, int] = Field(default_factory=dict)
+    feedback_ids: tuple[str, ...] = ()
     #: Customer ids whose journeys were folded into this one (One-ID), so a
     #: fold that comes twice counts once. Bounded by ``limits.identifiers``:
     #: each was one of its identifiers.
@@ -583,6 +588,10 @@ def merge_states(
             },
             "fired": tuple(dict.fromkeys((*a.fired, *b.fired)))[-limits.fired :],
             "absorbed": tuple(dict.fromkeys((*a.absorbed, *b.absorbed)))[-limits.identifiers :],
+            "feedback_counts": _add(a.feedback_counts, b.feedback_counts),
+            "feedback_ids": tuple(dict.fromkeys((*a.feedback_ids, *b.feedback_ids)))[
+                -limits.feedback_ids :
+            ],
             "engagement": engagement,
             "lead_score": a.lead_score + b.lead_score,
             "first_touch": min(touches) if touches else None,
@@ -644,6 +653,20 @@ def schedule_decay(state: JourneyState, model: StageModel, limits: JourneyLimits
         )
         state = state.model_copy(update={"pending": (*state.pending, item)})
     return state
+
+
+def apply_feedback(
+    state: JourneyState, feedback_id: str, outcome: str, limits: JourneyLimits
+) -> JourneyState | None:
+    """Count an action's outcome once (None: this feedback id was counted)."""
+    if feedback_id in state.feedback_ids:
+        return None
+    return state.model_copy(
+        update={
+            "feedback_counts": _bump(state.feedback_counts, outcome),
+            "feedback_ids": _push(state.feedback_ids, feedback_id, limits.feedback_ids),
+        }
+    )
 
 
 def mark_fired(state: JourneyState, key: str, limits: JourneyLimits) -> JourneyState:

@@ -61,6 +61,9 @@ Messages (``→ k``: sent to key ``k``):
     merges the journeys (``journey.merge_states``) unless this customer was
     folded in before (a redelivery).
 ``repoint`` → ``m``: ``m``'s root becomes the survivor if it was the absorbed.
+``feedback`` → the customer id an action named: counted on that customer's
+    journey, or forwarded to its root if it has been merged since (feedback
+    follows the survivor); a feedback id is counted once.
 ``forget`` → ``m``: a ``privacy.erase`` reached ``m``'s root, which dropped its
     journey and alias; ``m`` drops its alias if it still points there. Later
     events for any of them start a new, unlinked customer. A root erased
@@ -102,7 +105,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.codec import encode, validate_touchpoint
 from schemas.events import TouchpointEvent
-from schemas.outputs import Alert, DeadLetter, FieldError, Merge
+from schemas.outputs import Alert, DeadLetter, Feedback, FieldError, Merge
 from streams.core.engine import CoreConfig, step
 from streams.core.identity import order_key, typed_identifiers
 from streams.core.ids import output_id
@@ -110,6 +113,7 @@ from streams.core.ingest import Admitted, RecordMeta, dead_letter
 from streams.core.journey import (
     JourneyState,
     Outcome,
+    apply_feedback,
     decode_state,
     encode_state,
     is_redelivery,
@@ -241,6 +245,15 @@ class Repoint:
 
 
 @dataclass(frozen=True)
+class FeedbackMsg:
+    """Feedback on an action, looking for its customer (who may have been merged
+    into another since the action was decided)."""
+
+    feedback: Feedback
+    kind: Literal["feedback"] = "feedback"
+
+
+@dataclass(frozen=True)
 class Forget:
     root: str
     #: Set when sent to the root an erased customer was merging into: the
@@ -249,7 +262,19 @@ class Forget:
     kind: Literal["forget"] = "forget"
 
 
-Message = Route | Apply | Link | Absorb | Propose | Accepted | Refused | Fold | Repoint | Forget
+Message = (
+    Route
+    | Apply
+    | Link
+    | Absorb
+    | Propose
+    | Accepted
+    | Refused
+    | Fold
+    | Repoint
+    | Forget
+    | FeedbackMsg
+)
 
 _TYPES: dict[str, type[Any]] = {
     "route": Route,
@@ -262,6 +287,7 @@ _TYPES: dict[str, type[Any]] = {
     "fold": Fold,
     "repoint": Repoint,
     "forget": Forget,
+    "feedback": FeedbackMsg,
 }
 
 
@@ -290,6 +316,8 @@ def message_from_dict(data: dict[str, Any]) -> Message:
         fields["event"] = validate_touchpoint(fields["event"])
     if kind == "fold":
         fields["journey"] = decode_state(orjson.dumps(fields["journey"]))
+    if kind == "feedback":
+        fields["feedback"] = Feedback.model_validate(fields["feedback"])
     for name in ("tried", "links", "identifiers"):
         if name in fields:
             fields[name] = tuple(fields[name])
@@ -338,6 +366,9 @@ class Effects:
     late: bool = False
     #: Events found too late to apply (``too_late``).
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: What became of feedback handled here: counted, repeated, or unknown
+    #: (no customer by that id).
+    feedback: Literal["counted", "repeated", "unknown"] | None = None
     refusals: list[Refusal] = field(default_factory=list)
 
     def set_alias(self, alias: Alias | None) -> None:
@@ -698,6 +729,23 @@ def _erase(key: str, fx: Effects) -> None:
     fx.set_alias(None)
 
 
+def _feedback(key: str, msg: FeedbackMsg, fx: Effects, config: _Context, position: str) -> None:
+    mine = root_of(key, fx.alias)
+    if mine != key:  # merged since the action: the survivor gets it
+        fx.sends.append((mine, msg))
+        return
+    if fx.journey is None:
+        fx.feedback = "unknown"
+        return
+    fb = msg.feedback
+    counted = apply_feedback(fx.journey, fb.feedback_id, fb.outcome, config.core.limits)
+    if counted is None:
+        fx.feedback = "repeated"
+        return
+    fx.feedback = "counted"
+    fx.set_journey(counted)
+
+
 def _forget(key: str, msg: Forget, fx: Effects, config: _Context, position: str) -> None:
     mine = root_of(key, fx.alias)
     if mine == msg.root:
@@ -725,6 +773,7 @@ _HANDLERS: dict[str, Any] = {
     "fold": _fold,
     "repoint": _repoint,
     "forget": _forget,
+    "feedback": _feedback,
 }
 
 
@@ -742,6 +791,7 @@ __all__ = [
     "Alias",
     "Apply",
     "Effects",
+    "FeedbackMsg",
     "Fold",
     "Forget",
     "Link",

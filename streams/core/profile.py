@@ -131,5 +131,6 @@ def profile_view(state: JourneyState, scoring: Scoring | None = None) -> dict[st
             "last_touch": _touch(state.last_touch),
         },
         "tags": tags_for(state, scoring),
+        "feedback": dict(sorted(state.feedback_counts.items())),
         "state_version": state.version,
     }

@@ -610,3 +610,50 @@ def test_imported_history_updates_journeys_and_triggers_nothing(
     time.sleep(3)  # anything it would have triggered has had time to appear
     for topic in ("actions", "alerts", "live-triggers", "dlq"):
         assert read_topic(namespace.bootstrap, namespace.topic(topic)) == [], topic
+
+
+def test_feedback_for_a_customer_merged_since_reaches_the_survivor(
+    namespace: Namespace, tmp_path: Any
+) -> None:
+    first, second = two_workers(namespace, tmp_path)
+    mine, theirs = eventually(lambda: split(first, second), timeout=60, what="partitions")
+    who = person(mine, theirs, itertools.count(9000))
+    viewer, member = typed(who["A"]), typed(who["D"])
+    produce(
+        namespace.bootstrap,
+        namespace.topic("touchpoints"),
+        [event("fb-1", "live.comment", 1, who["A"], channel="livestream", text="多少钱")],
+    )
+    eventually(lambda: profile(first, viewer), timeout=60, what="the viewer's journey")
+    # an action went to the viewer; meanwhile the viewer shows up as a member
+    produce(
+        namespace.bootstrap,
+        namespace.topic("touchpoints"),
+        [event("fb-2", "store.check_in", 2, {**who["A"], **who["D"]}, channel="store")],
+    )
+    eventually(
+        lambda: (p := profile(second, viewer)) and p["customer_id"] == member,
+        timeout=60,
+        what="the viewer merged into the member",
+    )
+    feedback = {
+        "feedback_id": "fb-x",
+        "action_id": "act-1",
+        "customer_id": viewer,
+        "outcome": "clicked",
+        "occurred_at": (NOW + timedelta(minutes=3)).isoformat(),
+    }
+    produce(
+        namespace.bootstrap,
+        namespace.topic("feedback"),
+        [(viewer.encode(), orjson.dumps(feedback))] * 2,  # delivered twice
+    )
+
+    body = eventually(
+        lambda: (p := profile(first, member)) and p["feedback"] and p,
+        timeout=60,
+        what="the feedback on the survivor",
+    )
+    assert body["feedback"] == {"clicked": 1}
+    time.sleep(2)  # the second copy has been handled by now: counted once
+    assert profile(second, viewer)["feedback"] == {"clicked": 1}

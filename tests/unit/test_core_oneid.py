@@ -404,3 +404,36 @@ def test_imported_history_is_applied_whatever_its_age_and_triggers_nothing() -> 
     assert (state.events_total, state.transactions, state.stage) == (3, 1, "purchase")
     assert [o for o in rt.outputs if o.cause_event_id.startswith("h-")] == []
     assert rt.dead_letters == []
+
+
+# --- feedback follows merges ------------------------------------------------------------
+
+
+def _feedback(feedback_id: str, customer_id: str, outcome: str = "clicked") -> Any:
+    from schemas.outputs import Feedback
+
+    return Feedback(
+        feedback_id=feedback_id,
+        action_id="a-1",
+        customer_id=customer_id,
+        outcome=outcome,
+        occurred_at=T0 + 5 * MIN,
+    )
+
+
+def test_feedback_addressed_to_an_absorbed_customer_lands_on_the_survivor() -> None:
+    rt = run(LINKS)  # the openid's customer was absorbed into the member's
+    absorbed = "wechat_openid:wx5f:o-abc"
+    assert absorbed not in rt.customers()
+
+    rt.submit_feedback(absorbed, _feedback("f-1", absorbed))
+    rt.submit_feedback(absorbed, _feedback("f-1", absorbed))  # sent twice
+    rt.submit_feedback("member_id:M-77", _feedback("f-2", "member_id:M-77", "converted"))
+    rt.submit_feedback("member_id:M-404", _feedback("f-3", "member_id:M-404"))
+    asyncio.run(rt.run())
+
+    state = rt.journey_of("member_id:M-77")
+    assert state is not None and state.feedback_counts == {"clicked": 1, "converted": 1}
+    assert profile(state)["feedback"] == {"clicked": 1, "converted": 1}
+    assert (rt.counts["feedback_counted"], rt.counts["feedback_repeated"]) == (2, 1)
+    assert rt.counts["feedback_unknown"] == 1

@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -497,9 +497,15 @@ async def _watch(settings: Settings, rate: float, worker_proc: subprocess.Popen[
 
 
 def describe_output(out: dict[str, Any]) -> str:
-    """One line per output for the terminal."""
+    """One line per output for the terminal, times in China Standard Time.
+
+    >>> describe_output({"kind": "merge", "decided_at": "2026-11-24T01:47:21Z",
+    ...     "absorbed": "device_id:d1", "survivor": "member_id:M-1",
+    ...     "absorbed_identifiers": ["device_id:d1"]})
+    '09:47:21 merge        device_id:d1 -> member_id:M-1 | holds device_id:d1'
+    """
     kind = out.get("kind", "?")
-    when = str(out.get("decided_at", ""))[11:19]
+    when = _clock_time(str(out.get("decided_at", "")))
     if kind == "merge":
         absorbed = ", ".join(out.get("absorbed_identifiers", []))
         return f"{when} {kind:<12} {out['absorbed']} -> {out['survivor']} | holds {absorbed}"
@@ -510,6 +516,16 @@ def describe_output(out: dict[str, Any]) -> str:
     else:
         what = f"{out.get('trigger_type')} in {out.get('live_room_id')}"
     return f"{when} {kind:<12} {what} | {out['customer_id']} | {out['reason']}"
+
+
+def _clock_time(stamp: str) -> str:
+    """``HH:MM:SS`` of an RFC 3339 time in UTC+8 (outputs carry the zone of
+    their cause: a merge's is UTC, an action's the event's own)."""
+    try:
+        at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp[11:19]
+    return at.astimezone(timezone(timedelta(hours=8))).strftime("%H:%M:%S")
 
 
 def _register_bench() -> None:

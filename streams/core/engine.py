@@ -73,7 +73,10 @@ def step(
     elif (
         not quiet
         and state.pending
-        and seen_before(state, event.event_id, admitted.source, position) is None
+        and seen_before(
+            state, event.event_id, admitted.source, position, t, config.limits.recent_event_ids
+        )
+        is None
     ):
         state, early = fire_due(state, t - 1)  # due strictly before this event
     new, outcome = apply_event(

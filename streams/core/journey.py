@@ -272,21 +272,40 @@ def is_redelivery(state: JourneyState, position: str) -> bool:
 
 
 def seen_before(
-    state: JourneyState, event_id: str, source: str, position: str | None = None
+    state: JourneyState,
+    event_id: str,
+    source: str,
+    position: str | None = None,
+    occurred_ms: int | None = None,
+    window: int = 0,
 ) -> Outcome | None:
     """``redelivered`` when this record was applied already (a restart re-reads
     uncommitted records: the same ``position``, or the same input ``source``
     for the same event id), ``duplicate`` when the event id came before in
-    another input record, ``None`` when it is new."""
-    if is_redelivery(state, source if position is None else position):
-        return "redelivered"
+    another input record, ``None`` when it is new.
+
+    A record at or before the journey's furthest position counts as applied,
+    unless ``recent`` (``window`` entries, newest by event time) would hold it
+    if it had been: then its absence proves it never was, and it is applied
+    now. That is how a record skipped around a rebalance and read again after
+    later ones (``streams.transport``) still counts once.
+    """
     known = False
     for _, seen_id, seen_source in state.recent:
         if seen_id == event_id:
             if source and seen_source == source:
                 return "redelivered"
             known = True
+    if is_redelivery(state, source if position is None else position) and not (
+        source and occurred_ms is not None and _would_be_recent(state, occurred_ms, window)
+    ):
+        return "redelivered"
     return "duplicate" if known else None
+
+
+def _would_be_recent(state: JourneyState, occurred_ms: int, window: int) -> bool:
+    """Would ``recent`` still hold a record of this event time, had it been applied?"""
+    return len(state.recent) < window or occurred_ms > state.recent[0][0]
 
 
 def advance_position(offsets: dict[str, int], position: str) -> dict[str, int]:
@@ -374,13 +393,12 @@ def apply_event(
     if state is None:
         state = new_state(customer_id)
     position = source if position is None else position
-    repeat = seen_before(state, event.event_id, source, position)
+    t_event = occurred_ms if occurred_ms is not None else int(event.occurred_at.timestamp() * 1000)
+    repeat = seen_before(state, event.event_id, source, position, t_event, limits.recent_event_ids)
     if repeat == "redelivered":
         return state, repeat
     if repeat == "duplicate":
-        t_dup = (
-            occurred_ms if occurred_ms is not None else int(event.occurred_at.timestamp() * 1000)
-        )
+        t_dup = t_event
         update_dup = {
             "duplicates": state.duplicates + 1,
             # this record too, so that reading it again (a restart re-sending
@@ -395,7 +413,7 @@ def apply_event(
         return state.model_copy(update=update_dup), repeat
     if event.event_type == "privacy.erase":
         return None, "erased"
-    t = occurred_ms if occurred_ms is not None else int(event.occurred_at.timestamp() * 1000)
+    t = t_event
     key = counter_key(event.event_type)
     newest_of_type = max(t, state.last_ms_by_type.get(key, t))
     update: dict[str, Any] = {

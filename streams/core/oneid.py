@@ -701,9 +701,14 @@ def _fold(key: str, msg: Fold, fx: Effects, config: _Context, position: str) -> 
         fx.sends.append((mine, msg))
         return
     journey = fx.journey or new_state(key)
-    if msg.sender in journey.absorbed or (position and is_redelivery(journey, position)):
-        return
     core = config.core
+    if msg.sender in journey.absorbed:
+        return
+    # at or before the furthest position, yet not among the absorbed: applied
+    # only if the (bounded) list may have let it go; else it was skipped
+    full = len(journey.absorbed) >= core.limits.identifiers
+    if position and full and is_redelivery(journey, position):
+        return
     absorbed = msg.journey.model_copy(update={"customer_id": key})
     merged = merge_states(journey, absorbed, core.stage_model, core.limits, msg.cause, core.scoring)
     absorbed_ids = (*merged.absorbed, msg.sender)[-core.limits.identifiers :]

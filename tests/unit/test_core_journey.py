@@ -265,6 +265,23 @@ def test_a_redelivery_is_recognised_even_beyond_the_dedupe_window() -> None:
     assert j.state == before
 
 
+def test_a_record_skipped_and_read_after_later_ones_still_counts_once() -> None:
+    """Around a rebalance a record can be read after later ones of its
+    partition (streams.transport rewinds to it): it is applied then, once."""
+    j = Journey()
+    skipped = make_admitted("page.view", event_id="e-196", at=T0 + MIN)
+    later = make_admitted("live.like", event_id="e-198", at=T0 + 2 * MIN)
+    state = step(None, later, j.config, "0:198").state
+
+    first = step(state, skipped, j.config, "0:196")
+    again = step(first.state, skipped, j.config, "0:196")  # and once more after a crash
+
+    assert first.outcome == "processed"
+    assert again.outcome == "redelivered" and again.state == first.state
+    assert first.state is not None and first.state.events_total == 2
+    assert set(first.state.recent_event_ids) == {"e-196", "e-198"}
+
+
 def test_a_redelivered_record_changes_nothing_at_all() -> None:
     """After a crash the worker re-reads records it had applied but not
     committed: they are not the producer's duplicates and are not counted."""

@@ -17,8 +17,8 @@ from factories import KEY, T0, make_admitted, shipped_config
 from schemas.outputs import Alert
 from streams.core.identity import normalise
 from streams.core.ingest import Admitted
-from streams.core.journey import JourneyState
-from streams.core.oneid import Effects, Message, OneIdConfig, handle
+from streams.core.journey import JourneyState, apply_event
+from streams.core.oneid import Effects, Fold, Message, OneIdConfig, handle
 from streams.core.profile import profile_view
 from streams.runtime import LocalRuntime, read_records, write_records
 
@@ -437,3 +437,25 @@ def test_feedback_addressed_to_an_absorbed_customer_lands_on_the_survivor() -> N
     assert profile(state)["feedback"] == {"clicked": 1, "converted": 1}
     assert (rt.counts["feedback_counted"], rt.counts["feedback_repeated"]) == (2, 1)
     assert rt.counts["feedback_unknown"] == 1
+
+
+def test_a_fold_read_after_later_records_of_its_partition_is_still_applied() -> None:
+    """Around a rebalance a fold can be read after later records of the
+    survivor's partition (streams.transport rewinds to it): it merges then,
+    and once only when read again."""
+    config = OneIdConfig(shipped_config())
+
+    def journey(customer: str, event_id: str, position: str) -> JourneyState:
+        event = make_admitted("page.view", event_id=event_id).event
+        state, _ = apply_event(None, customer, event, config.core.limits, position=position)
+        assert state is not None
+        return state
+
+    survivor, absorbed = "member_id:M-1", "device_id:d-1"
+    mine = journey(survivor, "s-1", position="2:40")
+    fold = Fold(sender=absorbed, journey=journey(absorbed, "a-1", "1:7"), cause="e-link")
+
+    first = handle(survivor, fold, None, mine, config, position="2:35")
+    assert first.journey is not None and first.journey.events_total == 2
+    again = handle(survivor, fold, None, first.journey, config, position="2:35")
+    assert again.journey == first.journey

@@ -22,6 +22,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -49,6 +50,7 @@ from streams.runtime import read_records, write_records
 from streams.settings import Settings
 from streams.timer_index import TimerIndex
 from streams.topics import Topics, topics_for
+from streams.transport import Transport, applied_key
 from streams.watermark import InputWatermark
 
 log = logging.getLogger("journeyflow")
@@ -115,6 +117,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_seconds / 3),
     )
+    # Faust's consumer with the rebalance guards (streams.transport); where
+    # each re-keyed partition's applied records end is set once tables exist.
+    transport = Transport(app.conf.broker_consumer, app)
+    app.transport = transport
 
     def topic(name: str, **kwargs: Any) -> faust.TopicT:
         return app.topic(
@@ -160,6 +166,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     timers = table("timers")
     # One-ID: identifier -> the customer it belongs to (streams.core.oneid).
     aliases = table("aliases")
+
+    def applied_position(tp: TP) -> int | None:
+        if tp.topic != keyed.get_topic_name():
+            return None
+        raw = timers.get(applied_key(tp.partition))
+        return int(raw) if raw else None
+
+    transport.applied_position = applied_position
 
     async def send_dead_letter(letter: DeadLetter) -> None:
         key = letter.event_id.encode() if letter.event_id else None
@@ -248,52 +262,59 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 continue
             await keyed.send(key=key.encode(), value=encode_message(FeedbackMsg(fb)))
 
-    @app.agent(keyed, name="update_journeys")
-    async def update_journeys(stream: faust.StreamT) -> None:
-        """Handle each One-ID message (an event looking for its customer, a
+    async def apply_keyed(event: faust.EventT) -> None:
+        """Handle one One-ID message (an event looking for its customer, a
         link, a merge step) against its key's alias and journey; emit what the
         core decided. Tick records (from the leader) move the partition's
         clock instead."""
+        msg = event.message
+        if event.key == TICK_KEY:
+            mark = int(orjson.loads(event.value)["watermark_ms"])
+            await move_clock(msg.partition, mark, start=False)
+            return
+        started = time.perf_counter()
+        try:
+            key = event.key.decode()
+            message = decode_message(event.value)
+        except (InvalidEvent, AttributeError, KeyError, TypeError, ValueError) as exc:
+            meta = RecordMeta(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
+            await send_dead_letter(
+                dead_letter(event.value or b"", meta, "schema_violation", f"internal: {exc}")
+            )
+            return
+        alias, journey = read_records(key, aliases, journeys)
+        position = f"{msg.partition}:{msg.offset}"
+        clock = index.clock(msg.partition)
+        clock_ms = None if clock is None else clock.clock_ms
+        fx = handle(key, message, alias, journey, oneid, position, clock_ms)
+        for letter in fx.dead_letters:
+            await send_dead_letter(letter)
+        await emit(tuple(fx.outputs), tuple(fx.merges), tuple(fx.sends))
+        if fx.late:
+            metrics.late_events.inc()
+        if fx.feedback is not None:
+            metrics.feedback.labels(fx.feedback).inc()
+        event_ms = message_event_ms(message)
+        if fx.scheduled:
+            index.add(msg.partition, key, tuple(fx.scheduled), event_ms or min(fx.scheduled))
+        write_records(key, fx, aliases, journeys)
+        for reason in fx.refusals:
+            metrics.identity_refusals.labels(reason).inc()
+        if fx.outcome is not None:
+            metrics.events.labels(fx.outcome).inc()
+            metrics.step_seconds.observe(time.perf_counter() - started)
+            metrics.pipeline_seconds.observe(max(0.0, time.time() - msg.timestamp))
+            if event_ms is not None:
+                await move_clock(msg.partition, event_ms)
+
+    @app.agent(keyed, name="update_journeys")
+    async def update_journeys(stream: faust.StreamT) -> None:
+        """Apply each record, then note where the partition's applied records
+        end (streams.transport rewinds to it if a rebalance committed past)."""
         async for event in stream.events():
+            await apply_keyed(event)
             msg = event.message
-            if event.key == TICK_KEY:
-                mark = int(orjson.loads(event.value)["watermark_ms"])
-                await move_clock(msg.partition, mark, start=False)
-                continue
-            started = time.perf_counter()
-            try:
-                key = event.key.decode()
-                message = decode_message(event.value)
-            except (InvalidEvent, AttributeError, KeyError, TypeError, ValueError) as exc:
-                meta = RecordMeta(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
-                await send_dead_letter(
-                    dead_letter(event.value or b"", meta, "schema_violation", f"internal: {exc}")
-                )
-                continue
-            alias, journey = read_records(key, aliases, journeys)
-            position = f"{msg.partition}:{msg.offset}"
-            clock = index.clock(msg.partition)
-            clock_ms = None if clock is None else clock.clock_ms
-            fx = handle(key, message, alias, journey, oneid, position, clock_ms)
-            for letter in fx.dead_letters:
-                await send_dead_letter(letter)
-            await emit(tuple(fx.outputs), tuple(fx.merges), tuple(fx.sends))
-            if fx.late:
-                metrics.late_events.inc()
-            if fx.feedback is not None:
-                metrics.feedback.labels(fx.feedback).inc()
-            event_ms = message_event_ms(message)
-            if fx.scheduled:
-                index.add(msg.partition, key, tuple(fx.scheduled), event_ms or min(fx.scheduled))
-            write_records(key, fx, aliases, journeys)
-            for reason in fx.refusals:
-                metrics.identity_refusals.labels(reason).inc()
-            if fx.outcome is not None:
-                metrics.events.labels(fx.outcome).inc()
-                metrics.step_seconds.observe(time.perf_counter() - started)
-                metrics.pipeline_seconds.observe(max(0.0, time.time() - msg.timestamp))
-                if event_ms is not None:
-                    await move_clock(msg.partition, event_ms)
+            timers[applied_key(msg.partition)] = b"%d" % (msg.offset + 1)
 
     if settings.tick_interval_seconds > 0:
         watermark = InputWatermark(

@@ -3,9 +3,10 @@
 The same input is processed twice in fresh namespaces: once undisturbed, once
 with the worker killed (SIGKILL) three times — early, mid-stream, and after
 catching up while idle ticks fire reminders — each time with its local data
-folder deleted before it restarts. Final journeys (from the changelog) and
-the sets of output ids must be equal. Outputs may repeat under the same id
-(at least once); consumers dedupe by id.
+folder deleted, and restarted at once: the group still counts the dead
+member until its session times out, so each kill makes two rebalances.
+Final journeys (from the changelog) and the sets of output ids must be equal.
+Outputs may repeat under the same id (at least once); consumers dedupe by id.
 
 All input goes to one touchpoints partition, and every event carries one
 identifier (its strongest), so that each customer's events reach its journey
@@ -172,21 +173,6 @@ def kill_when(ns: Namespace, worker: WorkerProcess, changelog_records: int) -> N
     )
     worker.stop(signal.SIGKILL)
     worker.wipe_local_state()
-    let_the_group_forget(worker)
-
-
-def let_the_group_forget(worker: WorkerProcess) -> None:
-    """Wait out the killed member's session before restarting.
-
-    Restarting at once makes the group rebalance twice (the dead member still
-    holds its partitions until its session times out). With immediate
-    restarts, 2 of 7 runs ended a few records short: each had reached its
-    journey's partition of the internal topic and was never applied, and the
-    group's offset moved past it. The suspected cause is that double
-    rebalance (not yet proven; see the closing note of 2026-11-24). Until it
-    is understood, this test checks crash safety with one rebalance per kill.
-    """
-    time.sleep(SESSION_TIMEOUT_SECONDS + 2)
 
 
 def run(ns: Namespace, tmp_path: Path, records, crash: bool) -> tuple[dict, dict, dict, int]:
@@ -204,7 +190,6 @@ def run(ns: Namespace, tmp_path: Path, records, crash: bool) -> tuple[dict, dict
         )
         worker.stop(signal.SIGKILL)  # while idle ticks are firing the last reminders
         worker.wipe_local_state()
-        let_the_group_forget(worker)
         worker.start()
     book = settle(ns, worker)
     journeys = final_journeys(ns)

@@ -1,0 +1,252 @@
+"""The Kafka consumer the worker runs: Faust's aiokafka consumer with guards
+for rebalances.
+
+Around a rebalance Faust (0.15) can let a stream see records of a partition
+before that partition's tables are recovered and the consumer is positioned
+at the committed offset (records fetched in the moment between the broker
+assigning a partition and Faust pausing it wait in a channel and are
+released when recovery resumes the flow to read the changelogs); it
+acknowledges records it skips as fetched under an earlier generation; and it
+reads a jump in a partition's offsets as a gap in the log (as compaction
+leaves) and commits over it. Any of these moved the committed offset past
+records that were never applied, in about one rebalance in three with
+records in flight (``tests/integration/test_rebalance.py``, ``test_crash.py``).
+
+1. **Gate.** Records of stream topics are dropped on arrival until the
+   consumer has been positioned (``seek_to_committed``) for the current
+   group generation, outside table recovery; so is a batch whose fetch began
+   before the latest positioning.
+2. **In order.** Under at-least-once, a stream partition's records reach
+   Faust only in offset order from the position: a record beyond the next
+   one due (earlier ones were dropped, or skipped upstream) makes the
+   consumer seek back to the one due, unless retention has removed it from
+   the log (then the jump is logged and taken). So Faust never sees a gap to
+   commit over, and a dropped record is fetched again.
+3. **Rewind.** The worker records, in a table recovered with the partition,
+   the position after the last record it applied (``applied_key``). When
+   the consumer is positioned and that position is behind the committed
+   offset, it starts from there: records acknowledged but never applied are
+   processed (a journey tells a record it never applied from a repeat, see
+   ``streams.core.journey.seen_before``).
+
+The decisions are functions of plain values (``gate_open``, ``next_step``,
+``gone``, ``rewind``), tested in ``tests/unit/test_transport.py``; the classes below
+wire them into Faust.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+
+log = logging.getLogger(__name__)
+
+#: Where the worker records, per partition of the re-keyed topic, the
+#: position after the last record it applied (see ``streams.app``).
+AppliedPosition = Callable[[TP], int | None]
+
+
+def applied_key(partition: int) -> bytes:
+    return b"\x00applied:%d" % partition
+
+
+def gate_open(positioned_generation: int | None, generation: int, in_recovery: bool) -> bool:
+    """May records of stream topics pass to the streams now?
+
+    >>> gate_open(None, 3, False)   # assigned, not yet positioned
+    False
+    >>> gate_open(3, 3, True)       # positioned, but tables restoring again
+    False
+    >>> gate_open(3, 3, False)
+    True
+    >>> gate_open(3, 4, False)      # a newer generation: position again first
+    False
+    """
+    return positioned_generation == generation and not in_recovery
+
+
+def rewind(
+    committed: Mapping[TP, int | None], applied: Callable[[TP], int | None]
+) -> dict[TP, int]:
+    """The partitions to start before their committed offset, and where.
+
+    Only where the applied position is known and behind the committed
+    offset; where nothing was committed the consumer starts from the
+    beginning anyway.
+
+    >>> from faust.types import TP
+    >>> tp = TP("jf.keyed", 0)
+    >>> rewind({tp: 120}, lambda _: 100)
+    {TP(topic='jf.keyed', partition=0): 100}
+    >>> rewind({tp: 120}, lambda _: 120), rewind({tp: 120}, lambda _: None)
+    ({}, {})
+    >>> rewind({tp: None}, lambda _: 5)
+    {}
+    """
+    moves: dict[TP, int] = {}
+    for tp, offset in committed.items():
+        if offset is None or offset < 0:
+            continue
+        position = applied(tp)
+        if position is not None and position < offset:
+            moves[tp] = position
+    return moves
+
+
+def _quiet(applied: AppliedPosition) -> AppliedPosition:
+    """A store that cannot answer yet (partition not open) means no rewind."""
+
+    def read(tp: TP) -> int | None:
+        try:
+            return applied(tp)
+        except Exception as exc:  # the seek must not fail over a missing hint
+            log.warning("%s: applied position unreadable (%s); starting at the commit", tp, exc)
+            return None
+
+    return read
+
+
+@dataclass
+class Cursor:
+    """Where a stream partition stands: the next offset due, and the fetch
+    after which a seek back to it took effect (fetches are numbered)."""
+
+    due: int | None = None
+    sought_after: int | None = None
+
+
+Step = Literal["pass", "drop", "jump"]
+
+
+def next_step(cursor: Cursor, offset: int, fetch: int) -> Step:
+    """What to do with a record at ``offset`` from fetch number ``fetch``:
+    pass it on, drop it, or (``jump``) find out why records before it are
+    missing.
+
+    >>> next_step(Cursor(due=10), 10, fetch=4)
+    'pass'
+    >>> next_step(Cursor(due=10), 9, fetch=4)     # read before: Faust has it
+    'drop'
+    >>> next_step(Cursor(due=10), 12, fetch=4)    # 10 and 11 missing
+    'jump'
+    >>> next_step(Cursor(due=10, sought_after=4), 12, fetch=4)  # fetched before the seek back
+    'drop'
+    >>> next_step(Cursor(due=10, sought_after=4), 12, fetch=5)  # after it, still missing
+    'jump'
+    """
+    if cursor.due is None or offset == cursor.due:
+        return "pass"
+    if offset < cursor.due:
+        return "drop"
+    if cursor.sought_after is not None and fetch <= cursor.sought_after:
+        return "drop"
+    return "jump"
+
+
+def gone(due: int, log_start: int | None) -> bool:
+    """Records from ``due`` on are missing for good only when the log no
+    longer holds ``due`` (retention removed it); otherwise seek back to it.
+
+    >>> gone(100, 150), gone(100, 100), gone(100, None)
+    (True, False, False)
+    """
+    return log_start is not None and due < log_start
+
+
+class Consumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer with the gate, in-order delivery and the rewind."""
+
+    _positioned_generation: int | None = None
+    #: Fetches are numbered as they begin; the last one begun before the
+    #: latest positioning (its records are stale: fetched again after it).
+    _fetches: int = 0
+    _positioned_after: int = 0
+    _cursors: dict[TP, Cursor]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cursors = {}
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed = dict(await super().seek_to_committed())
+        for tp, offset in committed.items():
+            if offset is None or offset <= 0:
+                # aiokafka leaves the position alone where nothing is committed;
+                # records dropped before must be fetched again (the worker
+                # reads from the earliest record, see streams.app)
+                await self.seek(tp, 0)
+                committed[tp] = 0
+        applied = getattr(self.transport, "applied_position", None)
+        if applied is not None:
+            for tp, position in rewind(committed, _quiet(applied)).items():
+                log.warning(
+                    "%s: records %d..%d were acknowledged but not applied; processing them again",
+                    tp,
+                    position,
+                    committed[tp] - 1,
+                )
+                await self.seek(tp, position)
+                committed[tp] = position
+        self._positioned_generation = self.app.consumer_generation_id
+        self._positioned_after = self._fetches
+        self._cursors = {tp: Cursor(due=offset) for tp, offset in committed.items()}
+        return committed
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        self._fetches += 1
+        fetch = self._fetches
+        changelogs = self.app.tables.changelog_topics
+        in_order = not self.app.in_transaction  # transactions leave marker gaps
+        async for tp, message in super().getmany(timeout):
+            if tp.topic in changelogs:
+                yield tp, message
+                continue
+            if fetch <= self._positioned_after or not gate_open(
+                self._positioned_generation,
+                self.app.consumer_generation_id,
+                bool(self.app.in_recovery),
+            ):
+                continue  # the positioning (done or due) fetches it again
+            if not in_order:
+                yield tp, message
+                continue
+            cursor = self._cursors.setdefault(tp, Cursor())
+            step = next_step(cursor, message.offset, fetch)
+            if step == "jump":
+                assert cursor.due is not None
+                jump = (message.offset, cursor.due)
+                start = (await self.earliest_offsets(tp)).get(tp)
+                if fetch <= self._positioned_after:
+                    continue  # positioned meanwhile: this batch is stale
+                if not gone(cursor.due, start):
+                    log.info("%s: %d arrived while %d was due; fetching again", tp, *jump)
+                    cursor.sought_after = self._fetches
+                    await self.seek(tp, cursor.due)
+                    continue
+                log.warning(
+                    "%s: records %d..%d are no longer in the log; going on from %d",
+                    tp,
+                    cursor.due,
+                    message.offset - 1,
+                    message.offset,
+                )
+                step = "pass"
+            if step == "pass":
+                cursor.due, cursor.sought_after = message.offset + 1, None
+                yield tp, message
+
+
+class Transport(faust_aiokafka.Transport):
+    """The aiokafka transport with :class:`Consumer`; ``applied_position``
+    tells the consumer where each re-keyed partition's applied records end."""
+
+    Consumer = Consumer
+
+    def __init__(self, *args: Any, applied_position: AppliedPosition | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.applied_position = applied_position

@@ -12,8 +12,8 @@ Blank lines are skipped and counted (NDJSON cannot hold an empty record).
 What "the same" means, and what the tests check:
 
 - final profiles are equal whatever the arrival order across identities,
-  except the stage history, which records when the journey moved as events
-  arrived (the stage itself is equal; there are no floats in a profile yet);
+  stage history included when the stage model's conditions are thresholds
+  (``journey.advance_stage``; decayed engagement is rounded in the profile);
 - the sets of actions, alerts and merges are equal when each customer's
   events keep their order;
 - for an input the worker reads in file order, replay gives the same final

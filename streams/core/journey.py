@@ -19,7 +19,7 @@ it does not know (a newer writer during a rolling upgrade).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ from schemas.events import TouchpointEvent
 from schemas.vocabulary import CUSTOM_BUCKET, CUSTOM_PREFIX, TRANSACTION_EVENTS
 from streams.core.identity import order_key
 from streams.core.scoring import NOT_TOUCHES, Scoring, add_decayed, merge_decayed
-from streams.core.stages import StageModel
+from streams.core.stages import Counted, StageModel
 
 #: 1: first release. 2: added ``source_offsets`` (so a redelivery is told from a
 #: producer's duplicate) and ``pending`` (time-based items); v1 records load
@@ -39,8 +39,10 @@ from streams.core.stages import StageModel
 #: and store their time, ``last_ms_by_type`` records the newest event of each
 #: type; ``source_offsets`` counts positions of the journey's own (internal)
 #: partition. 4: decayed engagement counters, lead score, first and last
-#: touch (``streams.core.scoring``); v3 records load with them empty.
-STATE_VERSION = 4
+#: touch (``streams.core.scoring``); v3 records load with them empty. 5:
+#: ``progress`` (exact stage entry times); v4 records keep their history as
+#: it was written and go on appending (``progress`` None).
+STATE_VERSION = 5
 
 #: Event types that show interest (AIPL's "I"): active engagement, not exposure.
 ENGAGEMENT_EVENTS = frozenset(
@@ -81,6 +83,10 @@ class JourneyLimits:
     fired: int = 64
     consents: int = 32
     stage_history: int = 16
+    #: Contributions kept per counted metric for stage entry times (only as
+    #: many as reach the largest threshold on it; beyond this many, the
+    #: earliest two are combined at the later one's time).
+    progress: int = 128
     pending: int = 16
     feedback_ids: int = 64
 
@@ -152,9 +158,10 @@ class JourneyState(BaseModel):
     #: same record by the position.
     recent: tuple[tuple[int, str, str], ...] = ()
     #: Partition -> highest position of the journey's own input (the internal,
-    #: customer-keyed topic) applied. Every record that changes a journey is
-    #: read from that partition in offset order, so one at or below it is a
-    #: redelivery (a restart re-reading uncommitted records).
+    #: customer-keyed topic) applied. A record at or below it is a redelivery
+    #: (a restart re-reading uncommitted records) unless ``recent`` proves it
+    #: was never applied (read after later ones around a rebalance; see
+    #: ``seen_before``).
     source_offsets: dict[str, int] = Field(default_factory=dict)
     fired: tuple[str, ...] = ()
     pending: tuple[Pending, ...] = ()
@@ -171,6 +178,15 @@ class JourneyState(BaseModel):
     #: (``journeyflow.feedback``), and the newest ids for dedupe.
     feedback_counts: dict[str, int] = Field(default_factory=dict)
     feedback_ids: tuple[str, ...] = ()
+    #: Stage entry times, exact and mergeable: per counted metric a stage
+    #: condition reads (``StageModel.counted``), its value when last seen
+    #: and its earliest contributions ``(event ms, event id, key, amount)`` by
+    #: event time, cut where they reach the largest threshold. ``key`` is the
+    #: event id, or the order id for ``transactions``. None on journeys
+    #: written before v5 (their history goes on by arrival).
+    progress: dict[str, tuple[int, tuple[tuple[int, str, str, int], ...]]] | None = Field(
+        default_factory=dict
+    )
     #: Customer ids whose journeys were folded into this one (One-ID), so a
     #: fold that comes twice counts once. Bounded by ``limits.identifiers``:
     #: each was one of its identifiers.
@@ -502,16 +518,18 @@ def merge_states(
 ) -> JourneyState:
     """Fold the journey of an absorbed customer into the survivor's (One-ID).
 
-    Counters add, first seen is the earliest and last seen the latest, the
-    furthest stage wins (and the merged metrics may reach a further one:
-    entered at the later last-seen time, the latest the union can have met
-    it, caused by the linking event), stage histories interleave by entry
-    time keeping only forward moves, an
+    Counters add, first seen is the earliest and last seen the latest, an
     order id known to both counts once, consent keeps the newest change per
-    channel and purpose, recent lists keep the newest by event time. Merging
-    journeys of disjoint event sets gives the journey of their union (see
-    tests/unit/test_core_merge.py for the property and its one stated
-    exception: entry times of stages only the union reaches).
+    channel and purpose, recent lists keep the newest by event time, and the
+    stage and its history are the union's: the earliest contributions to
+    each counted metric are merged, and each stage is entered at the event
+    that first met it (``advance_stage``). Where that is not known (a stage
+    model with other conditions, a lapsed journey, one stored before v5) the
+    furthest stage wins, histories interleave by entry time keeping only
+    forward moves, and a stage only the merged metrics reach is entered at
+    the later last-seen time, caused by the linking event. Merging journeys
+    of disjoint event sets gives the journey of their union, field by field
+    (tests/unit/test_core_merge.py).
     """
     a, b = survivor, absorbed
     orders = a.orders
@@ -617,7 +635,12 @@ def merge_states(
             "pending": tuple(kept_pending[: limits.pending]),
         }
     )
-    merged = advance_stage(merged, model, merged.last_seen_ms, cause_event_id, limits)
+    merged = merged.model_copy(update={"progress": _merge_progress(merged, a, b, model, limits)})
+    decayed = any(model.decayed(entry.stage) for entry in merged.stage_history)
+    if model.counted is not None and merged.progress is not None and not decayed:
+        merged = _restage(merged, model.counted, limits)
+    else:
+        merged = advance_stage(merged, model, merged.last_seen_ms, cause_event_id, limits)
     return schedule_decay(merged, model, limits)
 
 
@@ -630,8 +653,23 @@ def advance_stage(
     state: JourneyState, model: StageModel, at_ms: int, cause_event_id: str, limits: JourneyLimits
 ) -> JourneyState:
     """Move the journey to the furthest stage its metrics reach, recording
-    entry time. A decayed stage (``lapsed``) holds until a transaction newer
-    than the decay; then the journey goes as far forward as its metrics reach."""
+    entry times.
+
+    When every stage condition is a threshold on counted metrics (all shipped
+    models: ``StageModel.counted``), a stage is entered at the event that
+    first met its condition with the customer's events taken in event-time
+    order: the same whatever order they arrived in, and what two merged
+    journeys' union would give. Otherwise, and once a journey has decayed
+    (``lapsed``), entries go by arrival: a decayed stage holds until a
+    transaction newer than the decay; then the journey goes as far forward as
+    its metrics reach.
+    """
+    counted = model.counted
+    if counted is not None and state.progress is not None:
+        progress, moved = _track(state, counted.needs, at_ms, cause_event_id, limits.progress)
+        state = state.model_copy(update={"progress": progress})
+        if not any(model.decayed(entry.stage) for entry in state.stage_history):
+            return _restage(state, counted, limits) if moved or state.stage is None else state
     current = state.stage
     if model.decayed(current):
         entered = state.stage_history[-1].entered_ms if state.stage_history else 0
@@ -648,6 +686,136 @@ def advance_stage(
     return state.model_copy(
         update={"stage": stage, "stage_history": history[-limits.stage_history :]}
     )
+
+
+Contribution = tuple[int, str, str, int]
+Progress = dict[str, tuple[int, tuple[Contribution, ...]]]
+
+
+def _cut(entries: Iterable[Contribution], need: int, limit: int) -> tuple[Contribution, ...]:
+    """The earliest contributions (event time, then event id), each key once
+    with its earliest, up to the one that brings their sum to ``need``."""
+    best: dict[str, Contribution] = {}
+    for entry in entries:
+        known = best.get(entry[2])
+        if known is None or entry[:2] < known[:2]:
+            best[entry[2]] = entry
+    out: list[Contribution] = []
+    total = 0
+    for entry in sorted(best.values()):
+        out.append(entry)
+        total += entry[3]
+        if total >= need:
+            break
+    while len(out) > limit:  # many small ones below the threshold: combine the earliest
+        first, second = out[0], out[1]
+        out[:2] = [(second[0], second[1], second[2], first[3] + second[3])]
+    return tuple(out)
+
+
+def _track(
+    state: JourneyState, needs: dict[str, int], at_ms: int, event_id: str, limit: int
+) -> tuple[Progress, bool]:
+    """Note what the event just applied added to each counted metric; and
+    whether any earliest contribution changed (else the history did not)."""
+    progress = dict(state.progress or {})
+    moved = False
+    for name, need in needs.items():
+        value, entries = progress.get(name, (0, ()))
+        if name == "transactions":  # one per order id, at its earliest record
+            if state.transactions == value and not _earlier_order(state.orders, entries):
+                continue
+            known = {entry[2]: entry[0] for entry in entries}
+            new = [
+                (ms, event_id, order_id, 1)
+                for order_id, ms, _cur, _amount in state.orders
+                if order_id not in known or ms < known[order_id]
+            ]
+            cut = _cut((*entries, *new), need, limit)
+            moved = moved or cut != entries
+            progress[name] = (state.transactions, cut)
+            continue
+        now = int(state.metric(name) or 0)
+        if now == value:
+            continue
+        if now > value and not _beyond(entries, need, (at_ms, event_id)):
+            cut = _cut((*entries, (at_ms, event_id, event_id, now - value)), need, limit)
+            moved = moved or cut != entries
+            entries = cut
+        progress[name] = (now, entries)
+    return progress, moved
+
+
+def _restage(state: JourneyState, counted: Counted, limits: JourneyLimits) -> JourneyState:
+    """Stage and history from the earliest contributions."""
+    met = _exact_history(state.progress or {}, counted)
+    return state.model_copy(
+        update={
+            "stage": met[-1].stage if met else None,
+            "stage_history": tuple(met[-limits.stage_history :]),
+        }
+    )
+
+
+def _beyond(entries: tuple[Contribution, ...], need: int, point: tuple[int, str]) -> bool:
+    """Would a contribution at ``point`` fall after the cut (entries already
+    reach ``need`` before it)?"""
+    return bool(entries) and point > entries[-1][:2] and sum(e[3] for e in entries) >= need
+
+
+def _earlier_order(
+    orders: tuple[tuple[str, int, str, int], ...], entries: tuple[Contribution, ...]
+) -> bool:
+    """Does an order record now go back further than its contribution?"""
+    known = {entry[2]: entry[0] for entry in entries}
+    return any(order_id in known and ms < known[order_id] for order_id, ms, _c, _a in orders)
+
+
+def _merge_progress(
+    merged: JourneyState, a: JourneyState, b: JourneyState, model: StageModel, limits: JourneyLimits
+) -> Progress | None:
+    if a.progress is None or b.progress is None:
+        return None
+    out: Progress = {}
+    for name, need in (model.counted.needs if model.counted else {}).items():
+        if name not in a.progress and name not in b.progress:
+            continue
+        both = (*a.progress.get(name, (0, ()))[1], *b.progress.get(name, (0, ()))[1])
+        value = merged.transactions if name == "transactions" else int(merged.metric(name) or 0)
+        out[name] = (value, _cut(both, need, limits.progress))
+    return out
+
+
+def _crossing(progress: Progress, names: tuple[str, ...], need: int) -> tuple[int, str] | None:
+    """The event at which these metrics' sum first reached ``need``."""
+    total = 0
+    for ms, event_id, _key, amount in sorted(
+        entry for name in names for entry in progress.get(name, (0, ()))[1]
+    ):
+        total += amount
+        if total >= need:
+            return ms, event_id
+    return None
+
+
+def _exact_history(progress: Progress, counted: Counted) -> list[StageEntry]:
+    """Each stage at the event that first met its condition; a journey only
+    moves forward, so one event meeting two stages enters the further."""
+    met: list[tuple[tuple[int, str], int, str]] = []
+    for rank, (stage_id, match, conditions) in enumerate(counted.stages):
+        points = [_crossing(progress, names, n) for names, n in conditions]
+        hits = [p for p in points if p is not None]
+        if match == "any" and hits:
+            met.append((min(hits), -rank, stage_id))
+        elif match == "all" and len(hits) == len(points):
+            met.append((max(hits), -rank, stage_id))
+    history: list[StageEntry] = []
+    furthest = -1
+    for (ms, event_id), neg_rank, stage_id in sorted(met):
+        if -neg_rank > furthest:
+            history.append(StageEntry(stage=stage_id, entered_ms=ms, cause_event_id=event_id))
+            furthest = -neg_rank
+    return history
 
 
 def schedule_decay(state: JourneyState, model: StageModel, limits: JourneyLimits) -> JourneyState:
@@ -721,6 +889,12 @@ def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "version": 4}
 
 
+def _v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
+    """v5 adds ``progress``; a v4 journey's history stays as written and goes
+    on by arrival (None: the contributions before now are unknown)."""
+    return {**data, "progress": None, "version": 5}
+
+
 def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     """v3 keeps event times with recent ids and orders. A v2 record did not
     have them: its ids take its last-seen time, its orders the last purchase
@@ -741,4 +915,5 @@ _MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
+    4: _v4_to_v5,
 }

@@ -14,6 +14,9 @@ scheduled as a pending item and happens on event-time ticks.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -33,6 +36,46 @@ class Stage(BaseModel):
     def reached(self, metrics: Metrics) -> bool:
         hits = (c.holds(metrics, None) for c in self.when)
         return any(hits) if self.match == "any" else all(hits)
+
+
+#: Metrics that only grow, one event (or, for ``transactions``, one order)
+#: at a time: when a threshold on them was first crossed in event-time order
+#: can be kept in bounded, mergeable state (``streams.core.journey``).
+COUNTED = frozenset({"events_total", "engagements", "watch_seconds", "transactions"})
+COUNTED_PREFIXES = ("events:", "channel:")
+
+
+@dataclass(frozen=True)
+class Counted:
+    """A stage model whose conditions are all thresholds on counted metrics:
+    the largest threshold per metric, and per stage (in order) its id, match
+    and conditions as ``(metric names, n)``."""
+
+    needs: dict[str, int]
+    stages: tuple[tuple[str, str, tuple[tuple[tuple[str, ...], int], ...]], ...]
+
+
+def threshold(condition: Condition) -> tuple[tuple[str, ...], int] | None:
+    """``(metric names, n)`` when the condition reads "the sum of these counted
+    metrics is at least n" (n >= 1); None for any other condition.
+
+    >>> threshold(Condition(metric="transactions", op=">=", value=2))
+    (('transactions',), 2)
+    >>> threshold(Condition(metric=["events:live.share", "events:group.message"], op=">", value=1))
+    (('events:live.share', 'events:group.message'), 2)
+    >>> threshold(Condition(metric="lead_score", op=">=", value=10)) is None
+    True
+    """
+    if condition.metric is None or condition.op not in (">=", ">"):
+        return None
+    value = condition.value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    names = (condition.metric,) if isinstance(condition.metric, str) else tuple(condition.metric)
+    if not all(n in COUNTED or n.startswith(COUNTED_PREFIXES) for n in names):
+        return None
+    n = math.ceil(value) if condition.op == ">=" else math.floor(value) + 1
+    return (names, n) if n >= 1 else None
 
 
 class Decay(BaseModel):
@@ -84,6 +127,26 @@ class StageModel(BaseModel):
             if stage.id == stage_id:
                 return i
         return -1
+
+    @cached_property
+    def counted(self) -> Counted | None:
+        """The model as thresholds on counted metrics, when every stage
+        condition is one (then entry times are exact, see
+        ``journey.advance_stage``); else None."""
+        needs: dict[str, int] = {}
+        stages: list[tuple[str, str, tuple[tuple[tuple[str, ...], int], ...]]] = []
+        for stage in self.stages:
+            conditions = []
+            for condition in stage.when:
+                found = threshold(condition)
+                if found is None:
+                    return None
+                names, n = found
+                for name in names:
+                    needs[name] = max(n, needs.get(name, 0))
+                conditions.append(found)
+            stages.append((stage.id, stage.match, tuple(conditions)))
+        return Counted(needs, tuple(stages))
 
     def furthest(self, metrics: Metrics, current: str | None) -> str | None:
         """The furthest stage reached, never behind ``current``."""

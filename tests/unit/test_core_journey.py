@@ -113,11 +113,11 @@ def test_a_first_purchase_jumps_straight_to_purchase() -> None:
 def test_watching_a_minute_of_livestream_shows_interest() -> None:
     j = Journey()
     j.send("live.view_start")
-    j.send("live.view_end", watch_seconds=59)
+    j.send("live.view_end", watch_seconds=59, at=T0 + MIN)
     assert j.state is not None
     assert (j.state.stage, j.state.watch_seconds) == ("awareness", 59)
 
-    j.send("live.view_end", event_id="e-more", watch_seconds=1)
+    j.send("live.view_end", event_id="e-more", watch_seconds=1, at=T0 + 2 * MIN)
 
     assert (j.state.stage, j.state.watch_seconds) == ("interest", 60)
     assert j.state.stage_history[-1].cause_event_id == "e-more"
@@ -618,3 +618,38 @@ if __name__ == "__main__":  # pragma: no cover
     assert journey_state is not None
     GOLDEN_STATE.write_bytes(encode_state(journey_state))
     print(f"wrote {GOLDEN_STATE}")
+
+
+def test_a_late_order_dates_the_purchase_stage_by_when_it_happened() -> None:
+    """Stage entry times follow event time, not arrival: an order paid at
+    the till on Monday but reported on Wednesday, after a Tuesday livestream
+    order, makes Monday the purchase and Tuesday the second (loyalty)."""
+    j = Journey()
+    j.send("live.view_start", event_id="e-view", at=T0)
+    j.send("live.order", event_id="e-tue", order_id="L-1", at=T0 + DAY)
+    j.send("store.purchase", event_id="e-mon", order_id="S-1", at=T0 + HOUR)  # arrives last
+
+    assert j.state is not None
+    assert [(e.stage, e.entered_ms, e.cause_event_id) for e in j.state.stage_history] == [
+        ("awareness", ms(), "e-view"),
+        ("purchase", ms(HOUR), "e-mon"),
+        ("loyalty", ms(DAY), "e-tue"),
+    ]
+
+
+def test_a_journey_written_before_v5_keeps_its_history_and_goes_on_by_arrival() -> None:
+    config = shipped_config()
+    j = Journey()
+    j.send("live.view_start", event_id="e-view", at=T0)
+    assert j.state is not None
+    v4 = orjson.loads(encode_state(j.state))
+    v4.pop("progress")
+    v4["version"] = 4
+
+    state = decode_state(orjson.dumps(v4))
+    assert state.progress is None and state.stage_history == j.state.stage_history
+    later = step(state, make_admitted("order.paid", order_id="O-1", at=T0 + DAY), config).state
+
+    assert later is not None and later.progress is None
+    assert [e.stage for e in later.stage_history] == ["awareness", "purchase"]
+    assert later.stage_history[-1].entered_ms == ms(DAY)

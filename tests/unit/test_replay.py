@@ -105,7 +105,6 @@ def _profiles(result: Any) -> dict[str, dict[str, Any]]:
     views = {}
     for customer_id, journey in result.journeys.items():
         view = profile_view(journey, scoring)
-        view.pop("stage_history")  # when the journey moved, as events arrived
         view["identifiers"] = sorted(view["identifiers"])
         views[customer_id] = view
     return views

@@ -120,3 +120,29 @@ def test_a_purchase_before_the_due_time_cancels_the_decay() -> None:
     assert j.state is not None
     assert tick(j.state, epoch_ms(T0 + 190 * day)).state.stage == "loyalty"
     assert tick(j.state, epoch_ms(T0 + 280 * day)).state.stage == "lapsed"
+
+
+@pytest.mark.parametrize("name", ["aipl", "five_stage", "private_domain"])
+def test_shipped_models_have_exact_entry_times(name: str) -> None:
+    assert load_stage_model(name).counted is not None
+
+
+def test_a_model_with_other_conditions_enters_stages_by_arrival(tmp_path) -> None:
+    """A brand's stage on the lead score (not a counted metric) is entered when
+    the event that reached it arrived, as before exact entry times."""
+    path = tmp_path / "leads.json"
+    path.write_text(
+        '{"name": "leads", "stages": ['
+        '{"id": "known", "when": [{"metric": "events_total", "op": ">=", "value": 1}]},'
+        '{"id": "hot", "when": [{"metric": "lead_score", "op": ">=", "value": 1}]}]}',
+        encoding="utf-8",
+    )
+    model = load_stage_model(str(path))
+    assert model.counted is None
+    j = Journey(config=replace(shipped_config(), stage_model=model))
+    j.send("page.view", event_id="e-late", at=T0 + timedelta(hours=2))
+    j.send("page.view", event_id="e-early", at=T0)  # arrives second, happened first
+
+    assert j.state is not None
+    # page views score lead points: hot at once, at the one that arrived first
+    assert [(e.stage, e.cause_event_id) for e in j.state.stage_history] == [("hot", "e-late")]

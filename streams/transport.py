@@ -14,8 +14,9 @@ records in flight (``tests/integration/test_rebalance.py``, ``test_crash.py``).
 
 1. **Gate.** Records of stream topics are dropped on arrival until the
    consumer has been positioned (``seek_to_committed``) for the current
-   group generation, outside table recovery; so is a batch whose fetch began
-   before the latest positioning.
+   group generation, outside table recovery; the positioning fetches them
+   again. (A fetch begun before a positioning may return after it: its
+   records are judged by offset against the new position, below.)
 2. **In order.** Under at-least-once, a stream partition's records reach
    Faust only in offset order from the position: a record beyond the next
    one due (earlier ones were dropped, or skipped upstream) makes the
@@ -162,10 +163,8 @@ class Consumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with the gate, in-order delivery and the rewind."""
 
     _positioned_generation: int | None = None
-    #: Fetches are numbered as they begin; the last one begun before the
-    #: latest positioning (its records are stale: fetched again after it).
+    #: Fetches are numbered as they begin (see ``Cursor.sought_after``).
     _fetches: int = 0
-    _positioned_after: int = 0
     _cursors: dict[TP, Cursor]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -193,7 +192,6 @@ class Consumer(faust_aiokafka.Consumer):
                 await self.seek(tp, position)
                 committed[tp] = position
         self._positioned_generation = self.app.consumer_generation_id
-        self._positioned_after = self._fetches
         self._cursors = {tp: Cursor(due=offset) for tp, offset in committed.items()}
         return committed
 
@@ -206,12 +204,12 @@ class Consumer(faust_aiokafka.Consumer):
             if tp.topic in changelogs:
                 yield tp, message
                 continue
-            if fetch <= self._positioned_after or not gate_open(
+            if not gate_open(
                 self._positioned_generation,
                 self.app.consumer_generation_id,
                 bool(self.app.in_recovery),
             ):
-                continue  # the positioning (done or due) fetches it again
+                continue  # the positioning due fetches it again
             if not in_order:
                 yield tp, message
                 continue
@@ -221,8 +219,8 @@ class Consumer(faust_aiokafka.Consumer):
                 assert cursor.due is not None
                 jump = (message.offset, cursor.due)
                 start = (await self.earliest_offsets(tp)).get(tp)
-                if fetch <= self._positioned_after:
-                    continue  # positioned meanwhile: this batch is stale
+                if self._cursors.get(tp) is not cursor:
+                    continue  # positioned meanwhile, which fetches it again
                 if not gone(cursor.due, start):
                     log.info("%s: %d arrived while %d was due; fetching again", tp, *jump)
                     cursor.sought_after = self._fetches

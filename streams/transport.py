@@ -9,8 +9,9 @@ released when recovery resumes the flow to read the changelogs); it
 acknowledges records it skips as fetched under an earlier generation; and it
 reads a jump in a partition's offsets as a gap in the log (as compaction
 leaves) and commits over it. Any of these moved the committed offset past
-records that were never applied, in about one rebalance in three with
-records in flight (``tests/integration/test_rebalance.py``, ``test_crash.py``).
+records that were never applied, in about a third of the test runs that
+moved partitions with records in flight (``tests/integration/
+test_rebalance.py``, ``test_crash.py``).
 
 1. **Gate.** Records of stream topics are dropped on arrival until the
    consumer has been positioned (``seek_to_committed``) for the current
@@ -31,8 +32,8 @@ records in flight (``tests/integration/test_rebalance.py``, ``test_crash.py``).
    ``streams.core.journey.seen_before``).
 
 The decisions are functions of plain values (``gate_open``, ``next_step``,
-``gone``, ``rewind``), tested in ``tests/unit/test_transport.py``; the classes below
-wire them into Faust.
+``gone``, ``rewind``), tested in ``tests/unit/test_transport.py``; the
+classes below wire them into Faust.
 """
 
 from __future__ import annotations

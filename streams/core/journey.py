@@ -723,17 +723,12 @@ def _track(
     for name, need in needs.items():
         value, entries = progress.get(name, (0, ()))
         if name == "transactions":  # one per order id, at its earliest record
-            if state.transactions == value and not _earlier_order(state.orders, entries):
-                continue
-            known = {entry[2]: entry[0] for entry in entries}
-            new = [
-                (ms, event_id, order_id, 1)
-                for order_id, ms, _cur, _amount in state.orders
-                if order_id not in known or ms < known[order_id]
-            ]
-            cut = _cut((*entries, *new), need, limit)
-            moved = moved or cut != entries
-            progress[name] = (state.transactions, cut)
+            new = _new_orders(state.orders, entries, need, event_id)
+            if new:
+                cut = _cut((*entries, *new), need, limit)
+                moved = moved or cut != entries
+                entries = cut
+            progress[name] = (state.transactions, entries)
             continue
         now = int(state.metric(name) or 0)
         if now == value:
@@ -763,12 +758,27 @@ def _beyond(entries: tuple[Contribution, ...], need: int, point: tuple[int, str]
     return bool(entries) and point > entries[-1][:2] and sum(e[3] for e in entries) >= need
 
 
-def _earlier_order(
-    orders: tuple[tuple[str, int, str, int], ...], entries: tuple[Contribution, ...]
-) -> bool:
-    """Does an order record now go back further than its contribution?"""
-    known = {entry[2]: entry[0] for entry in entries}
-    return any(order_id in known and ms < known[order_id] for order_id, ms, _c, _a in orders)
+def _new_orders(
+    orders: tuple[tuple[str, int, str, int], ...],
+    entries: tuple[Contribution, ...],
+    need: int,
+    event_id: str,
+) -> list[Contribution]:
+    """Orders whose earliest record the event just brought before the cut:
+    a new order, or an earlier record of a known one (of one cut away too:
+    reported late, it may now be among the first)."""
+    known = {entry[2]: entry[:2] for entry in entries}
+    full = sum(entry[3] for entry in entries) >= need
+    cutoff = entries[-1][:2] if entries and full else None
+    out: list[Contribution] = []
+    for order_id, ms, _cur, _amount in orders:
+        point = (ms, event_id)
+        if order_id in known:
+            if ms < known[order_id][0]:
+                out.append((ms, event_id, order_id, 1))
+        elif cutoff is None or point < cutoff:
+            out.append((ms, event_id, order_id, 1))
+    return out
 
 
 def _merge_progress(

@@ -653,3 +653,26 @@ def test_a_journey_written_before_v5_keeps_its_history_and_goes_on_by_arrival() 
     assert later is not None and later.progress is None
     assert [e.stage for e in later.stage_history] == ["awareness", "purchase"]
     assert later.stage_history[-1].entered_ms == ms(DAY)
+
+
+def test_stage_history_is_the_same_whatever_order_the_order_records_arrive_in() -> None:
+    """Three orders; the third was also reported earlier by another channel,
+    and that report arrives last. As in event-time order: bought at the
+    earliest report, loyal at the next order."""
+    events = [
+        make_admitted("live.order", event_id="e-a", order_id="A", at=T0 + 10 * MIN),
+        make_admitted("live.order", event_id="e-b", order_id="B", at=T0 + 20 * MIN),
+        make_admitted("order.paid", event_id="e-c", order_id="C", at=T0 + 30 * MIN),
+        make_admitted("store.purchase", event_id="e-c0", order_id="C", at=T0 + 5 * MIN),
+    ]
+
+    def history(arrival: list[Any]) -> list[tuple[str, int, str]]:
+        j = Journey()
+        for admitted in arrival:
+            j.apply(admitted)
+        assert j.state is not None and j.state.transactions == 3
+        return [(e.stage, e.entered_ms, e.cause_event_id) for e in j.state.stage_history]
+
+    in_time = history(sorted(events, key=lambda a: a.occurred_ms))
+    assert in_time == [("purchase", ms(5 * MIN), "e-c0"), ("loyalty", ms(10 * MIN), "e-a")]
+    assert history(events) == in_time

@@ -100,6 +100,22 @@ class Condition(BaseModel):
             return False
 
 
+def met(
+    conditions: list[Condition],
+    match: Literal["any", "all"],
+    metrics: Metrics,
+    event: TouchpointEvent | None = None,
+) -> bool:
+    """Do ``any`` / ``all`` of the conditions hold?
+
+    >>> rich = [Condition(metric="transactions", op=">=", value=2)]
+    >>> met([*rich, Condition(metric="events_total", op=">=", value=1)], "any", {"events_total": 1})
+    True
+    """
+    hits = (c.holds(metrics, event) for c in conditions)
+    return any(hits) if match == "any" else all(hits)
+
+
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.:\-]+)\}")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.core.conditions import met
 from streams.core.journey import JourneyState
 from streams.core.scoring import (
     DAY_MS,
@@ -68,12 +69,7 @@ def _ltv(state: JourneyState, scoring: Scoring) -> dict[str, int]:
 def tags_for(state: JourneyState, scoring: Scoring) -> list[str]:
     """The scoring file's tags whose conditions hold now."""
     read = customer_metrics(state, scoring)
-    tags = []
-    for rule in scoring.tags:
-        hits = (c.holds(read, None) for c in rule.when)
-        if all(hits) if rule.match == "all" else any(hits):
-            tags.append(rule.id)
-    return tags
+    return [rule.id for rule in scoring.tags if met(rule.when, rule.match, read)]
 
 
 def _touch(touch: tuple[int, str] | None) -> dict[str, Any] | None:

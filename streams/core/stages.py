@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from streams.core.conditions import Condition, Metrics
+from streams.core.conditions import Condition, Metrics, met
 from streams.core.errors import CoreError
 
 
@@ -34,8 +34,7 @@ class Stage(BaseModel):
     when: list[Condition] = Field(min_length=1)
 
     def reached(self, metrics: Metrics) -> bool:
-        hits = (c.holds(metrics, None) for c in self.when)
-        return any(hits) if self.match == "any" else all(hits)
+        return met(self.when, self.match, metrics)
 
 
 #: Metrics that only grow, one event (or, for ``transactions``, one order)

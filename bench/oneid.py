@@ -34,11 +34,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from streams.batch import Record
 from streams.config import ingest_policy, oneid_config
 from streams.core.engine import step
 from streams.core.ingest import Admitted, RecordMeta, admit
 from streams.core.journey import JourneyState, decode_state, encode_state
-from streams.core.oneid import Effects, Message, decode_message, encode_message
+from streams.core.oneid import Message, encode_message
 from streams.runtime import LocalRuntime
 from streams.settings import Settings
 from streams.simulate import SimulationConfig, simulate
@@ -95,12 +96,12 @@ class MeasuredRuntime(LocalRuntime):
         self.by_partition: Counter[int] = Counter()
         self.by_key: Counter[str] = Counter()
 
-    def deliver(self, key: str, msg: Message, position: str) -> Effects:
-        msg = decode_message(encode_message(msg))
+    def record(self, partition: int, offset: int, key: str, msg: Message) -> Record:
+        raw = encode_message(msg)
         self.by_kind[msg.kind] += 1
-        self.by_partition[int(position.partition(":")[0])] += 1
+        self.by_partition[partition] += 1
         self.by_key[key] += 1
-        return super().deliver(key, msg, position)
+        return Record("keyed", "internal", partition, offset, key.encode(), raw)
 
 
 def run_oneid(events: list[Admitted], settings: Settings) -> dict[str, Any]:

@@ -83,7 +83,7 @@ from streams.core.rules import Output
 from streams.core.timers import PartitionClock
 from streams.settings import Settings
 from streams.simulate import SimulationConfig, simulate
-from streams.timer_index import TimerIndex, clock_key
+from streams.timer_index import EncodedJourneys, TimerIndex, clock_key
 
 ROOT = Path(__file__).resolve().parents[1]
 RULE_ID = "live_coupon_reminder"
@@ -112,10 +112,10 @@ class Shell:
         self.journeys = journeys
         self.timers: dict[bytes, bytes] = {}
         self.width_ms = width_ms
-        self.index = TimerIndex(self.timers, self.journeys, width_ms)
+        self.index = TimerIndex(self.timers, EncodedJourneys(self.journeys), width_ms)
         self.emitted = 0
 
-    async def emit(self, outputs: tuple[Output, ...]) -> None:
+    def emit(self, outputs: tuple[Output, ...]) -> None:
         """The worker's per-output work before Kafka: stamp, encode (nothing is sent)."""
         now = datetime.now(UTC)
         for output in outputs:
@@ -123,7 +123,7 @@ class Shell:
             self.emitted += 1
 
     async def move_clock(self, partition: int, to_ms: int) -> None:
-        await self.index.advance(partition, to_ms, self.emit)
+        self.index.advance(partition, to_ms, self.emit)
 
 
 # ------------------------------------------------------------------ building states

@@ -8,6 +8,7 @@ one line on stderr and exit status 1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import json
@@ -184,7 +185,7 @@ def import_history(source: Any) -> None:
     are still refused. Send them oldest first.
     """
     from streams.admin import check_broker
-    from streams.app import IMPORT_HEADER
+    from streams.batch import IMPORT_HEADER
     from streams.producer import TouchpointProducer
 
     settings = load_settings()
@@ -443,19 +444,29 @@ def up(rate: float, kafka_port: int, web_port: int | None) -> None:
             err=True,
         )
         asyncio.run(_watch(settings, rate, worker_proc))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, or the reader of a pipe is gone
         pass
     finally:
-        click.echo("\nstopping ...", err=True)
-        if worker_proc is not None and worker_proc.poll() is None:
-            worker_proc.send_signal(signal.SIGTERM)
-            try:
-                worker_proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker_proc.kill()
-        if started_broker is not None:
-            broker.stop(data_dir=started_broker)
-        click.echo("stopped", err=True)
+        # a pipe's reader (``| tee``) dies with Ctrl-C too: say nothing that could
+        # fail before everything this command started is stopped
+        _say("\nstopping ...")
+        try:
+            if worker_proc is not None and worker_proc.poll() is None:
+                worker_proc.send_signal(signal.SIGTERM)
+                try:
+                    worker_proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    worker_proc.kill()
+        finally:
+            if started_broker is not None:
+                broker.stop(data_dir=started_broker)
+        _say("stopped")
+
+
+def _say(message: str) -> None:
+    """A status line on stderr that cannot fail (its reader may be gone)."""
+    with contextlib.suppress(OSError, ValueError):
+        click.echo(message, err=True)
 
 
 async def _watch(settings: Settings, rate: float, worker_proc: subprocess.Popen[bytes]) -> None:

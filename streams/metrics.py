@@ -7,7 +7,16 @@ numbers. Never a customer id.
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from streams.batch import Batch
+
+#: Outcomes of an applied input event (``journeyflow_events_total``).
+_OUTCOMES = ("processed", "duplicate", "redelivered", "erased", "dead_lettered")
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
@@ -33,10 +42,16 @@ class Metrics:
             ["kind", "rule"],
             registry=registry,
         )
-        self.step_seconds = Histogram(
-            "journeyflow_step_seconds",
-            "Time in the core step plus table write, per event.",
+        self.batch_seconds = Histogram(
+            "journeyflow_batch_seconds",
+            "Time to apply one batch: step, send with acks, write tables.",
             buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_records = Histogram(
+            "journeyflow_batch_records",
+            "Input records per batch.",
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
             registry=registry,
         )
         self.pipeline_seconds = Histogram(
@@ -100,3 +115,31 @@ class Metrics:
             ["result"],
             registry=registry,
         )
+
+    def record_batch(self, batch: Batch, now_s: float) -> None:
+        """Count what one applied batch did (``now_s``: wall clock, for latency)."""
+        for name, n in batch.counts.items():
+            if name in _OUTCOMES:
+                self.events.labels(name).inc(n)
+            elif name.startswith("dlq_"):
+                self.dead_letters.labels(name[4:]).inc(n)
+            elif name.startswith("refused_"):
+                self.identity_refusals.labels(name[8:]).inc(n)
+            elif name.startswith("feedback_"):
+                self.feedback.labels(name[9:]).inc(n)
+            elif name == "late":
+                self.late_events.inc(n)
+        for output in batch.outputs:
+            self.outputs.labels(output.kind, output.rule_id).inc()
+        if batch.merges:
+            self.merges.inc(len(batch.merges))
+        for _, msg in batch.messages:
+            self.identity_messages.labels(msg.kind).inc()
+        observe = self.pipeline_seconds.observe
+        for stamp_ms in batch.applied_timestamps:
+            observe(max(0.0, now_s - stamp_ms / 1000))
+        for partition, clock_ms in batch.clocks.items():
+            self.partition_clock.labels(str(partition)).set(clock_ms / 1000)
+        self.batch_records.observe(len(batch.records))
+        if batch.started is not None:
+            self.batch_seconds.observe(time.perf_counter() - batch.started)

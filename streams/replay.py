@@ -1,8 +1,8 @@
 """``journeyflow replay``: the production logic, in process, over an NDJSON file.
 
 No Kafka: each line is one input record (partition 0, offset = line number),
-admitted, and handed to the worker's One-ID message protocol and journey
-engine (``streams.runtime.LocalRuntime``): identity resolution, merges,
+applied by the worker's batch protocol (``streams.batch``, in process through
+``streams.runtime.LocalRuntime``): admission, identity resolution, merges,
 the same due-time index and per-partition event-time clocks, partitions as
 Kafka's default partitioner would pick them (``JOURNEYFLOW_PARTITIONS``).
 Idle ticks are replaced by one final move of every clock to ``until``
@@ -33,12 +33,18 @@ from typing import Any
 
 from schemas.codec import dump
 from schemas.outputs import DeadLetter, Merge
+from streams.batch import Record
 from streams.config import ingest_policy, oneid_config
-from streams.core.ingest import RecordMeta, admit
 from streams.core.journey import JourneyState
 from streams.core.rules import Output
 from streams.runtime import LocalRuntime, key_partition
 from streams.settings import Settings
+
+#: Input lines admitted before the internal records they produce are applied.
+#: 1: each line's identity resolution (merges included) completes before the
+#: next line, as for a worker that keeps up with its input, so outputs do not
+#: depend on how far the input ran ahead of the merges it caused.
+READ_AHEAD = 1
 
 
 @dataclass
@@ -72,34 +78,39 @@ def replay(lines: Iterable[bytes], settings: Settings, until_ms: int | None = No
 
 
 async def _replay(lines: Iterable[bytes], settings: Settings, until_ms: int | None) -> ReplayResult:
-    policy = ingest_policy(settings)
     runtime = LocalRuntime(
-        oneid_config(settings), settings.partitions, settings.timer_resolution_seconds * 1000
+        oneid_config(settings),
+        settings.partitions,
+        settings.timer_resolution_seconds * 1000,
+        policy=ingest_policy(settings),
     )
-    result = ReplayResult()
     counts = {"in": 0, "processed": 0, "duplicate": 0, "redelivered": 0, "erased": 0}
     counts["dead_lettered"] = 0
     counts["blank_lines_skipped"] = 0  # NDJSON cannot hold an empty record; say so
-    latest = None
+    chunk: list[Record] = []
+
+    async def flush() -> None:
+        await runtime.admit(chunk)  # the worker's first stage: admit, route
+        await runtime.run()  # then the internal topic, batch by batch
+        chunk.clear()
+
     for offset, line in enumerate(lines):
         if not line.strip():
             counts["blank_lines_skipped"] += 1
             continue
         counts["in"] += 1
-        admitted = admit(line.strip(), RecordMeta("replay", 0, offset), policy)
-        if isinstance(admitted, DeadLetter):
-            result.dead_letters.append(admitted)
-            counts["dead_lettered"] += 1
-            continue
-        runtime.submit(admitted)
-        await runtime.run()
-        latest = admitted.occurred_ms if latest is None else max(latest, admitted.occurred_ms)
-    end = until_ms if until_ms is not None else latest
+        chunk.append(Record("touchpoints", "replay", 0, offset, None, line.strip()))
+        if len(chunk) >= READ_AHEAD:
+            await flush()
+    await flush()
+    end = until_ms if until_ms is not None else runtime.latest_event_ms
     if end is not None:
         await runtime.advance_all(end)
     for name, n in runtime.counts.items():
-        counts[name] = counts.get(name, 0) + n
-    result.dead_letters.extend(runtime.dead_letters)  # found too late
+        if not name.startswith("dlq_"):
+            counts[name] = counts.get(name, 0) + n
+    result = ReplayResult()
+    result.dead_letters = runtime.dead_letters
     counts["merges"] = len(runtime.merges)
     result.outputs = runtime.outputs
     result.merges = runtime.merges

@@ -46,11 +46,23 @@ class Settings(BaseSettings):
     store: Literal["rocksdb", "memory"] = Field(
         default="rocksdb", description="Table store; memory replays the changelog on each start."
     )
-    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+    processing_guarantee: Literal["at_least_once"] = Field(
         default="at_least_once",
-        description="Faust's processing guarantee. at_least_once with id-deduplicating "
-        "consumers is the tested default (see BENCHMARKS.md for the measured cost of "
-        "exactly_once).",
+        description="At least once, with output ids derived from their causes so consumers "
+        "deduplicate (README, Delivery). The batch engine does not use Kafka transactions.",
+    )
+    batch_max_records: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Most input records in one batch (and one fetch): a crash repeats at most "
+        "one batch of outputs.",
+    )
+    batch_max_ms: float = Field(
+        default=50.0,
+        gt=0,
+        description="A batch is closed after stepping it took this long, records left or not, "
+        "so outputs of a large fetch are not held back.",
     )
     session_timeout_seconds: float = Field(
         default=30.0,

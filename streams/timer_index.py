@@ -1,24 +1,29 @@
-"""The due-time index over key-value tables: which customers of a partition
-have something due, and moving a partition's event-time clock.
+"""The due-time index: which customers of a partition have something due,
+and moving a partition's event-time clock.
 
-Works on any mutable mapping of bytes to bytes: the worker passes its Faust
-tables (``timers``, ``journeys``), the tick benchmark passes dicts. The
-clock and bucket arithmetic is ``streams.core.timers``; what fires is
-``streams.core.engine.tick``.
+The index lives in the ``timers`` table (``clock_key``, ``due_key``); the
+journeys it fires are read and written through a :class:`JourneyStore`. The
+worker and ``journeyflow replay`` pass a batch's in-memory view of a
+partition (``streams.batch.PartitionView``), so the index's reads see the
+batch's writes and everything is written once, after the batch's outputs
+are acknowledged; the tick benchmark and unit tests pass dicts
+(:class:`EncodedJourneys`). The clock and bucket arithmetic is
+``streams.core.timers``; what fires is ``streams.core.engine.tick``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable, MutableMapping
+from typing import Protocol
 
 import orjson
 
 from streams.core.engine import tick
-from streams.core.journey import decode_state, encode_state
+from streams.core.journey import JourneyState, decode_state, encode_state
 from streams.core.rules import Output
 from streams.core.timers import PartitionClock
 
-Emit = Callable[[tuple[Output, ...]], Awaitable[None]]
+Emit = Callable[[tuple[Output, ...]], None]
 
 
 def clock_key(partition: int) -> bytes:
@@ -29,13 +34,38 @@ def due_key(partition: int, bucket: int) -> bytes:
     return b"\x00due:%d:%d" % (partition, bucket)
 
 
+class Timers(Protocol):
+    """The part of a bytes -> bytes mapping the index uses."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+    def __setitem__(self, key: bytes, value: bytes) -> None: ...
+    def pop(self, key: bytes, default: None, /) -> bytes | None: ...
+
+
+class JourneyStore(Protocol):
+    def journey(self, customer_id: str) -> JourneyState | None: ...
+    def set_journey(self, customer_id: str, state: JourneyState | None) -> None: ...
+
+
+class EncodedJourneys:
+    """A :class:`JourneyStore` over a dict of encoded journeys (tests, benchmarks)."""
+
+    def __init__(self, table: MutableMapping[bytes, bytes]) -> None:
+        self.table = table
+
+    def journey(self, customer_id: str) -> JourneyState | None:
+        raw = self.table.get(customer_id.encode())
+        return decode_state(raw) if raw else None
+
+    def set_journey(self, customer_id: str, state: JourneyState | None) -> None:
+        if state is None:
+            self.table.pop(customer_id.encode(), None)
+        else:
+            self.table[customer_id.encode()] = encode_state(state)
+
+
 class TimerIndex:
-    def __init__(
-        self,
-        timers: MutableMapping[bytes, bytes],
-        journeys: MutableMapping[bytes, bytes],
-        width_ms: int,
-    ) -> None:
+    def __init__(self, timers: Timers, journeys: JourneyStore, width_ms: int) -> None:
         self.timers = timers
         self.journeys = journeys
         self.width_ms = width_ms
@@ -68,17 +98,18 @@ class TimerIndex:
             clock = clock.with_bucket(bucket)
         self.timers[clock_key(partition)] = clock.to_bytes()
 
-    async def advance(
+    def advance(
         self, partition: int, to_ms: int, emit: Emit, *, start: bool = True
     ) -> PartitionClock | None:
         """Move the partition's clock to ``to_ms`` and fire what fell due.
 
-        ``emit`` must have the outputs acknowledged before it returns: the
-        journey is written after it, so a crash repeats an output rather than
-        losing it. The clock is persisted only when a bucket completes. A
-        partition's clock starts with its first event; an idle tick
-        (``start=False``) only moves a clock that exists, so where a clock
-        starts never depends on when the first tick happened to come.
+        ``emit`` collects the outputs; the caller must have them acknowledged
+        before it writes the journeys this changed (the batch protocol does),
+        so a crash repeats an output rather than losing it. The clock is
+        persisted only when a bucket completes. A partition's clock starts
+        with its first event; an idle tick (``start=False``) only moves a
+        clock that exists, so where a clock starts never depends on when the
+        first tick happened to come.
         """
         clock = self.clock(partition)
         if clock is None:
@@ -93,14 +124,13 @@ class TimerIndex:
         for bucket in due_buckets:
             key = due_key(partition, bucket)
             for customer_id in orjson.loads(self.timers.get(key) or b"[]"):
-                ckey = customer_id.encode()
-                raw_state = self.journeys.get(ckey)
-                if raw_state is None:
+                state = self.journeys.journey(customer_id)
+                if state is None:
                     continue
-                result = tick(decode_state(raw_state), moved.clock_ms)
+                result = tick(state, moved.clock_ms)
                 if result.outputs:
-                    await emit(result.outputs)
-                    self.journeys[ckey] = encode_state(result.state)
+                    emit(result.outputs)
+                    self.journeys.set_journey(customer_id, result.state)
             self.timers.pop(key, None)
         self.timers[clock_key(partition)] = moved.to_bytes()
         return moved

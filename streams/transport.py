@@ -39,22 +39,21 @@ classes below wire them into Faust.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any, Literal
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
+
+from streams.batch import IMPORT_HEADER, Record, Stream
 
 log = logging.getLogger(__name__)
 
 #: Where the worker records, per partition of the re-keyed topic, the
 #: position after the last record it applied (see ``streams.app``).
 AppliedPosition = Callable[[TP], int | None]
-
-
-def applied_key(partition: int) -> bytes:
-    return b"\x00applied:%d" % partition
 
 
 def gate_open(positioned_generation: int | None, generation: int, in_recovery: bool) -> bool:
@@ -201,6 +200,8 @@ class Consumer(faust_aiokafka.Consumer):
         fetch = self._fetches
         changelogs = self.app.tables.changelog_topics
         in_order = not self.app.in_transaction  # transactions leave marker gaps
+        streams = self.transport.streams
+        taken: list[Message] = []
         async for tp, message in super().getmany(timeout):
             if tp.topic in changelogs:
                 yield tp, message
@@ -211,41 +212,106 @@ class Consumer(faust_aiokafka.Consumer):
                 bool(self.app.in_recovery),
             ):
                 continue  # the positioning due fetches it again
-            if not in_order:
-                yield tp, message
-                continue
-            cursor = self._cursors.setdefault(tp, Cursor())
-            step = next_step(cursor, message.offset, fetch)
-            if step == "jump":
-                assert cursor.due is not None
-                jump = (message.offset, cursor.due)
-                start = (await self.earliest_offsets(tp)).get(tp)
-                if self._cursors.get(tp) is not cursor:
-                    continue  # positioned meanwhile, which fetches it again
-                if not gone(cursor.due, start):
-                    log.info("%s: %d arrived while %d was due; fetching again", tp, *jump)
-                    cursor.sought_after = self._fetches
-                    await self.seek(tp, cursor.due)
+            if in_order:
+                cursor = self._cursors.setdefault(tp, Cursor())
+                step = next_step(cursor, message.offset, fetch)
+                if step == "jump":
+                    assert cursor.due is not None
+                    jump = (message.offset, cursor.due)
+                    start = (await self.earliest_offsets(tp)).get(tp)
+                    if self._cursors.get(tp) is not cursor:
+                        continue  # positioned meanwhile, which fetches it again
+                    if not gone(cursor.due, start):
+                        log.info("%s: %d arrived while %d was due; fetching again", tp, *jump)
+                        cursor.sought_after = self._fetches
+                        await self.seek(tp, cursor.due)
+                        continue
+                    log.warning(
+                        "%s: records %d..%d are no longer in the log; going on from %d",
+                        tp,
+                        cursor.due,
+                        message.offset - 1,
+                        message.offset,
+                    )
+                    step = "pass"
+                if step != "pass":
                     continue
-                log.warning(
-                    "%s: records %d..%d are no longer in the log; going on from %d",
-                    tp,
-                    cursor.due,
-                    message.offset - 1,
-                    message.offset,
-                )
-                step = "pass"
-            if step == "pass":
                 cursor.due, cursor.sought_after = message.offset + 1, None
+            if tp.topic in streams:
+                taken.append(message)
+            else:
                 yield tp, message
+        if taken:
+            await self._apply(taken)
+
+    async def _apply(self, messages: list[Message]) -> None:
+        """Hand a fetch's stream records to the batch protocol, unless the
+        consumer was positioned anew meanwhile (that positioning fetches them
+        again). Faust waits for tracked records before it gives partitions
+        up, so a batch under way ends before its partitions move."""
+        if not gate_open(
+            self._positioned_generation,
+            self.app.consumer_generation_id,
+            bool(self.app.in_recovery),
+        ):
+            return
+        self._unacked_messages.update(messages)
+        records = [self.transport.record(m) for m in messages]
+        await self.transport.apply(records)
+
+    def ack_batch(self, records: Iterable[Record]) -> None:
+        """The batch's records are applied: Faust may commit past them."""
+        ack = self.ack
+        inbound = getattr(self.app.monitor, "stream_inbound_time", None)
+        now = monotonic()
+        for record in records:
+            message = record.source
+            ack(message)
+            if inbound is not None:
+                inbound[message.tp] = now  # Faust's slow-stream warnings watch this
 
 
 class Transport(faust_aiokafka.Transport):
-    """The aiokafka transport with :class:`Consumer`; ``applied_position``
-    tells the consumer where each re-keyed partition's applied records end."""
+    """The aiokafka transport with :class:`Consumer`.
+
+    ``applied_position`` tells the consumer where each internal partition's
+    applied records end; ``streams`` maps the topics whose records go to the
+    batch protocol to their stream; ``apply`` applies a fetch's records
+    (``streams.batch.BatchEngine.process``)."""
 
     Consumer = Consumer
 
     def __init__(self, *args: Any, applied_position: AppliedPosition | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.applied_position = applied_position
+        self.streams: dict[str, Stream] = {}
+        self.apply: Callable[[list[Record]], Awaitable[None]] = _unwired
+
+    def record(self, message: Message) -> Record:
+        """The batch protocol's view of a consumed record."""
+        stream = self.streams[message.topic]
+        stamp = message.timestamp
+        return Record(
+            stream,
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            message.value,
+            None if stamp is None else int(stamp * 1000),
+            quiet=stream == "touchpoints" and header_value(message.headers, IMPORT_HEADER) == b"1",
+            source=message,
+        )
+
+
+async def _unwired(records: list[Record]) -> None:
+    raise RuntimeError("the transport's batch handler was never set (streams.app wires it)")
+
+
+def header_value(headers: Any, name: str) -> bytes | None:
+    """One header of a Kafka record (Faust gives a mapping or a list of pairs)."""
+    items = headers.items() if isinstance(headers, dict) else (headers or ())
+    for key, value in items:
+        if key == name:
+            return value if isinstance(value, bytes) else str(value).encode()
+    return None

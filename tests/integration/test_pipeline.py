@@ -247,3 +247,20 @@ def test_api_key_guards_ingest_and_profile(namespace: Namespace, tmp_path) -> No
     assert http_get(f"{worker.url}/healthz")[0] == 200
     ready = http_get(f"{worker.url}/readyz")[1]
     assert ready["ready"] is True and ready["partitions"] == list(range(namespace.partitions))
+
+
+def test_http_ingest_takes_bodies_up_to_8_mib_and_profile_hops_are_bounded(running) -> None:
+    _, worker = running
+    # ~2 MB of NDJSON: over aiohttp's 1 MiB default, within the 8 MiB the README promises
+    lines = [
+        orjson.dumps({**STORY[1], "event_id": f"big-{n}", "properties": {"text": "x" * 300}})
+        for n in range(5000)
+    ]
+    body = b"\n".join(lines)
+    assert 2_000_000 < len(body) < 8 * 1024 * 1024
+    status, answer = http_post(f"{worker.url}/v1/events", body, "application/x-ndjson")
+    assert (status, answer["accepted"], answer["rejected"]) == (202, 5000, [])
+    status, answer = http_get(
+        f"{worker.url}/v1/customers/phone:13800138000?hops=99999999999999999999"
+    )
+    assert status == 400 and "hops" in answer["error"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -15,12 +16,13 @@ import pytest
 from factories import KEY, T0, make_admitted, shipped_config
 
 from schemas.outputs import Alert
+from streams.batch import Batch, Record
 from streams.core.identity import normalise
 from streams.core.ingest import Admitted
 from streams.core.journey import JourneyState, apply_event
-from streams.core.oneid import Effects, Fold, Message, OneIdConfig, handle
+from streams.core.oneid import Fold, OneIdConfig, handle
 from streams.core.profile import profile_view
-from streams.runtime import LocalRuntime, read_records, write_records
+from streams.runtime import LocalRuntime
 
 MIN = timedelta(minutes=1)
 
@@ -132,24 +134,27 @@ def _same_but_positions(a: dict[str, JourneyState], b: dict[str, JourneyState]) 
 
 
 class FlakyRuntime(LocalRuntime):
-    """Delivers some messages twice at the same position, the first time
+    """Applies some batches twice at the same positions, the first time
     sending its effects but (sometimes) losing its table writes: a worker
-    killed after the broker acked its sends, before its writes."""
+    killed after the broker acked a batch's sends, before its writes."""
 
     def __init__(self, *args: Any, seed: int) -> None:
         super().__init__(*args)
         self.rng = random.Random(seed)
         self.repeats = 0
+        self.lose_writes = False
 
-    def deliver(self, key: str, msg: Message, position: str) -> Effects:
+    async def write(self, batch: Batch) -> None:
+        if not self.lose_writes:
+            await super().write(batch)
+
+    async def apply(self, records: Sequence[Record]) -> None:
         if self.rng.random() < 0.5:
             self.repeats += 1
-            alias, journey = read_records(key, self.aliases, self.journeys)
-            fx = handle(key, msg, alias, journey, self.config, position)
-            self.send(fx)
-            if self.rng.random() < 0.5:
-                write_records(key, fx, self.aliases, self.journeys)
-        return super().deliver(key, msg, position)
+            self.lose_writes = self.rng.random() < 0.5
+            await super().apply(records)
+            self.lose_writes = False
+        await super().apply(records)
 
 
 # --- one person, three channels ---------------------------------------------------

@@ -8,7 +8,8 @@ from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.transport import Cursor, applied_key, gate_open, gone, next_step, rewind
+from streams.batch import applied_key
+from streams.transport import Cursor, gate_open, gone, next_step, rewind
 
 KEYED = "jf.keyed"
 

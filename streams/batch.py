@@ -1,0 +1,398 @@
+"""The batch protocol: how records are applied, by the worker and by
+``journeyflow replay`` alike.
+
+A batch is a run of input records (what one fetch returned, bounded in
+records and milliseconds). Applying it:
+
+1. **Step** every record in offset order against an in-memory view of its
+   partition's tables (:class:`PartitionView`): each key's records are read
+   and decoded once per batch, changed in memory, and encoded once.
+   Touchpoints are admitted (validated, PII hashed) and routed to their
+   first identifier; feedback is validated and routed to its customer;
+   records of the internal topic go through One-ID and the journey engine
+   (``streams.core.oneid.handle``); idle ticks move a partition's clock.
+2. **Send** everything the batch decided (One-ID messages and re-keyed
+   events to the internal topic, outputs, merges, dead letters) and wait for
+   every acknowledgement at once (:meth:`Sink.send`).
+3. **Write** each changed key once (:meth:`Sink.write`): the worker sends the
+   changelog records, waits for their acks, then writes its local store.
+4. **Done**: the input records may be committed (:meth:`Sink.done`).
+
+So an output is acknowledged before the state that produced it is written;
+a crash between 2 and 3 repeats the batch's outputs under the same ids (at
+most one batch), never loses one, and a redelivered record changes nothing
+(``journey.seen_before``). Where the internal topic's records of a
+partition end is written with the batch (``applied_key``), for the
+consumer's rewind (``streams.transport``).
+
+Nothing here knows Faust or Kafka: the worker's :class:`Sink` and
+``TableReader`` are in ``streams.tables``; ``streams.runtime.LocalRuntime``
+implements them over dicts for replay and the tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from schemas.codec import InvalidEvent, decode_feedback
+from schemas.outputs import DeadLetter, Merge
+from streams.core.errors import CoreError
+from streams.core.identity import normalise, parse_typed
+from streams.core.ingest import IngestPolicy, RecordMeta, admit, dead_letter
+from streams.core.journey import JourneyState, decode_state, encode_state
+from streams.core.oneid import (
+    Alias,
+    FeedbackMsg,
+    Message,
+    OneIdConfig,
+    decode_alias,
+    decode_message,
+    encode_alias,
+    handle,
+    message_event_ms,
+    route_event,
+)
+from streams.core.rules import Output
+from streams.timer_index import TimerIndex
+
+#: Key of the idle-tick records on the internal topic (never a customer id).
+TICK_KEY = b"\x00tick"
+#: Header ``journeyflow import`` puts on history: update journeys, decide nothing.
+IMPORT_HEADER = "jf-import"
+
+#: The tables the protocol keeps, co-partitioned with the internal topic.
+TABLES = ("aliases", "journeys", "timers")
+
+Stream = Literal["touchpoints", "feedback", "keyed"]
+
+
+def applied_key(partition: int) -> bytes:
+    """``timers`` key of where the applied records of a partition of the
+    internal topic end (``streams.transport`` rewinds to it)."""
+    return b"\x00applied:%d" % partition
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One input record. ``message``: an internal record already decoded
+    (replay keeps messages as objects; the worker decodes ``value``)."""
+
+    stream: Stream
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+    #: Imported history (header ``jf-import``): update journeys, decide nothing.
+    quiet: bool = False
+    message: Message | None = None
+    #: The shell's own handle on the record (the worker: Faust's message, acked when done).
+    source: Any = None
+
+
+class TableReader(Protocol):
+    """Committed state: one table's record for a key of a partition."""
+
+    def read(self, table: str, partition: int, key: bytes) -> bytes | None: ...
+
+
+#: partition -> table -> key -> new value (None: delete).
+Changes = dict[int, dict[str, dict[bytes, bytes | None]]]
+
+
+class PartitionView:
+    """One partition's tables as a batch sees them: reads fall through to the
+    committed state once per key (decoded), writes stay here until the batch
+    is written, and each changed key is encoded once."""
+
+    def __init__(self, reader: TableReader, partition: int) -> None:
+        self.reader = reader
+        self.partition = partition
+        self._aliases: dict[str, Alias | None] = {}
+        self._journeys: dict[str, JourneyState | None] = {}
+        self._timers: dict[bytes, bytes | None] = {}
+        self._dirty_aliases: set[str] = set()
+        self._dirty_journeys: set[str] = set()
+        self._dirty_timers: set[bytes] = set()
+
+    def alias(self, key: str) -> Alias | None:
+        try:
+            return self._aliases[key]
+        except KeyError:
+            raw = self.reader.read("aliases", self.partition, key.encode())
+            alias = self._aliases[key] = decode_alias(raw) if raw else None
+            return alias
+
+    def set_alias(self, key: str, alias: Alias | None) -> None:
+        self._aliases[key] = alias
+        self._dirty_aliases.add(key)
+
+    def journey(self, customer_id: str) -> JourneyState | None:
+        try:
+            return self._journeys[customer_id]
+        except KeyError:
+            raw = self.reader.read("journeys", self.partition, customer_id.encode())
+            state = self._journeys[customer_id] = decode_state(raw) if raw else None
+            return state
+
+    def set_journey(self, customer_id: str, state: JourneyState | None) -> None:
+        self._journeys[customer_id] = state
+        self._dirty_journeys.add(customer_id)
+
+    # the ``timers`` table, as the due-time index reads it (streams.timer_index.Timers)
+    def get(self, key: bytes) -> bytes | None:
+        try:
+            return self._timers[key]
+        except KeyError:
+            raw = self._timers[key] = self.reader.read("timers", self.partition, key)
+            return raw
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._timers[key] = value
+        self._dirty_timers.add(key)
+
+    def pop(self, key: bytes, default: None = None, /) -> bytes | None:
+        old = self.get(key)
+        self._timers[key] = None
+        self._dirty_timers.add(key)
+        return old
+
+    def changes(self) -> dict[str, dict[bytes, bytes | None]]:
+        """Every changed key, encoded (None: deleted)."""
+        out: dict[str, dict[bytes, bytes | None]] = {}
+        if self._dirty_aliases:
+            out["aliases"] = {
+                k.encode(): None if (a := self._aliases[k]) is None else encode_alias(a)
+                for k in self._dirty_aliases
+            }
+        if self._dirty_journeys:
+            out["journeys"] = {
+                k.encode(): None if (j := self._journeys[k]) is None else encode_state(j)
+                for k in self._dirty_journeys
+            }
+        if self._dirty_timers:
+            out["timers"] = {k: self._timers[k] for k in self._dirty_timers}
+        return out
+
+
+@dataclass
+class Batch:
+    """What one batch decided, to be sent (and acknowledged) before its
+    changes are written."""
+
+    records: Sequence[Record] = ()
+    #: One-ID messages and re-keyed events for the internal topic: (key, message).
+    messages: list[tuple[str, Message]] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+    merges: list[Merge] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    views: dict[int, PartitionView] = field(default_factory=dict)
+    #: Counts by name: outcomes (``processed``, ``duplicate``, ``redelivered``,
+    #: ``erased``), ``dead_lettered``, ``dlq_<reason>``, ``late``,
+    #: ``feedback_<result>``, ``refused_<reason>``.
+    counts: Counter[str] = field(default_factory=Counter)
+    #: Kafka timestamps (ms) of the input records of the events applied.
+    applied_timestamps: list[int] = field(default_factory=list)
+    #: Partition -> its event-time clock after the batch (ms).
+    clocks: dict[int, int] = field(default_factory=dict)
+    #: ``time.perf_counter()`` when stepping began (for the shell's metrics).
+    started: float | None = None
+
+    def changes(self) -> Changes:
+        return {p: c for p, view in self.views.items() if (c := view.changes())}
+
+
+class Sink(Protocol):
+    async def send(self, batch: Batch) -> None:
+        """Send everything the batch decided; return once all is acknowledged."""
+
+    async def write(self, batch: Batch) -> None:
+        """Make the batch's changes the committed state."""
+
+    def done(self, batch: Batch) -> None:
+        """The batch's input records may be committed."""
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    #: Most records stepped before the batch is sent and written.
+    records: int = 1000
+    #: A batch is closed once stepping it took this long, records left or not.
+    millis: float = 50.0
+
+
+class BatchEngine:
+    """Applies runs of records batch by batch (see the module docstring)."""
+
+    def __init__(
+        self,
+        oneid: OneIdConfig,
+        policy: IngestPolicy,
+        timer_width_ms: int,
+        reader: TableReader,
+        sink: Sink,
+        limits: BatchLimits | None = None,
+    ) -> None:
+        self.oneid = oneid
+        self.policy = policy
+        self.timer_width_ms = timer_width_ms
+        self.reader = reader
+        self.sink = sink
+        self.limits = limits or BatchLimits()
+        #: One due-time index per partition, pointed at each batch's view (it
+        #: keeps the partition's decoded clock while its record is unchanged).
+        self._indexes: dict[int, TimerIndex] = {}
+
+    async def process(self, records: Sequence[Record]) -> None:
+        """Apply ``records`` (each partition's in offset order), in batches."""
+        start = 0
+        limit = self.limits.records
+        budget = self.limits.millis / 1000
+        clock = time.perf_counter
+        while start < len(records):
+            began = clock()
+            batch = Batch(started=began)
+            deadline = began + budget
+            end = start
+            while end < len(records) and end - start < limit:
+                self.step(batch, records[end])
+                end += 1
+                if clock() > deadline:
+                    break
+            batch.records = records[start:end]
+            self.close(batch)
+            await self.sink.send(batch)
+            await self.sink.write(batch)
+            self.sink.done(batch)
+            start = end
+
+    def step(self, batch: Batch, record: Record) -> None:
+        if record.stream == "keyed":
+            self._keyed(batch, record)
+        elif record.stream == "touchpoints":
+            self._touchpoint(batch, record)
+        else:
+            self._feedback(batch, record)
+
+    def close(self, batch: Batch) -> None:
+        """Note where each partition's applied records end (for the rewind)."""
+        last: dict[int, int] = {}
+        for record in batch.records:
+            if record.stream == "keyed":
+                last[record.partition] = record.offset
+        for partition, offset in last.items():
+            self._view(batch, partition)[applied_key(partition)] = b"%d" % (offset + 1)
+
+    # --- stages ---------------------------------------------------------------
+
+    def _dead_letter(self, batch: Batch, letter: DeadLetter) -> None:
+        batch.dead_letters.append(letter)
+        batch.counts["dead_lettered"] += 1
+        batch.counts[f"dlq_{letter.reason_code}"] += 1
+
+    def _touchpoint(self, batch: Batch, record: Record) -> None:
+        """Validate, hash PII, route to the strongest identifier; bad input to the DLQ."""
+        meta = RecordMeta(record.topic, record.partition, record.offset, record.timestamp_ms)
+        result = admit(record.value or b"", meta, self.policy)
+        if isinstance(result, DeadLetter):
+            self._dead_letter(batch, result)
+        else:
+            batch.messages.append(route_event(result, quiet=record.quiet))
+
+    def _feedback(self, batch: Batch, record: Record) -> None:
+        """An action's outcome, sent to the customer it names (One-ID forwards
+        it if that customer was merged since)."""
+        raw = record.value or b""
+        meta = RecordMeta(record.topic, record.partition, record.offset, record.timestamp_ms)
+        try:
+            fb = decode_feedback(raw)
+            kind, value = parse_typed(fb.customer_id)
+            key = f"{kind}:{normalise(kind, value, self.policy.pii_key)}"
+        except InvalidEvent as exc:
+            letter = dead_letter(raw, meta, exc.code, exc.message, exc.errors, exc.event_id)
+            self._dead_letter(batch, letter)
+            return
+        except CoreError as exc:  # includes InvalidIdentifier
+            self._dead_letter(batch, dead_letter(raw, meta, "invalid_identifier", str(exc)))
+            return
+        batch.messages.append((key, FeedbackMsg(fb)))
+
+    def _view(self, batch: Batch, partition: int) -> PartitionView:
+        view = batch.views.get(partition)
+        if view is None:
+            view = batch.views[partition] = PartitionView(self.reader, partition)
+        return view
+
+    def _index(self, view: PartitionView) -> TimerIndex:
+        index = self._indexes.get(view.partition)
+        if index is None:
+            index = self._indexes[view.partition] = TimerIndex(view, view, self.timer_width_ms)
+        index.timers = index.journeys = view
+        return index
+
+    def _keyed(self, batch: Batch, record: Record) -> None:
+        """One record of the internal topic: a One-ID message against its
+        key's alias and journey, or an idle tick moving the partition's clock."""
+        partition = record.partition
+        view = self._view(batch, partition)
+        index = self._index(view)
+        if record.key == TICK_KEY:
+            mark = int(orjson.loads(record.value or b"{}")["watermark_ms"])
+            self._move_clock(batch, index, partition, mark, start=False)
+            return
+        try:
+            key = (record.key or b"").decode()
+            message = record.message or decode_message(record.value or b"")
+        except (InvalidEvent, AttributeError, KeyError, TypeError, ValueError) as exc:
+            meta = RecordMeta(record.topic, partition, record.offset, record.timestamp_ms)
+            letter = dead_letter(record.value or b"", meta, "schema_violation", f"internal: {exc}")
+            self._dead_letter(batch, letter)
+            return
+        clock = index.clock(partition)
+        fx = handle(
+            key,
+            message,
+            view.alias(key),
+            view.journey(key),
+            self.oneid,
+            f"{partition}:{record.offset}",
+            None if clock is None else clock.clock_ms,
+        )
+        for letter in fx.dead_letters:
+            self._dead_letter(batch, letter)
+        batch.messages.extend(fx.sends)
+        batch.outputs.extend(fx.outputs)
+        batch.merges.extend(fx.merges)
+        if fx.late:
+            batch.counts["late"] += 1
+        if fx.feedback is not None:
+            batch.counts[f"feedback_{fx.feedback}"] += 1
+        for reason in fx.refusals:
+            batch.counts[f"refused_{reason}"] += 1
+        event_ms = message_event_ms(message)
+        if fx.scheduled:
+            index.add(partition, key, tuple(fx.scheduled), event_ms or min(fx.scheduled))
+        if fx.alias_changed:
+            view.set_alias(key, fx.alias)
+        if fx.journey_changed:
+            view.set_journey(key, fx.journey)
+        if fx.outcome is not None:
+            batch.counts[fx.outcome] += 1
+            if record.timestamp_ms is not None:
+                batch.applied_timestamps.append(record.timestamp_ms)
+            if event_ms is not None:
+                self._move_clock(batch, index, partition, event_ms)
+
+    def _move_clock(
+        self, batch: Batch, index: TimerIndex, partition: int, to_ms: int, *, start: bool = True
+    ) -> None:
+        clock = index.advance(partition, to_ms, batch.outputs.extend, start=start)
+        if clock is not None:
+            batch.clocks[partition] = clock.clock_ms

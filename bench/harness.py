@@ -7,9 +7,14 @@ Sequence (every step prints a progress line on stderr):
    the profiled worker's, each with its own copy of the input.
 2. ``events`` simulated touchpoints (``streams.simulate``, seeded, its default
    dirty share; event time starts far enough back that no event, closed or
-   open loop, is ahead of its produce time; Kafka keys as simulated).
-3. CPU ceiling (:mod:`bench.ceiling`), in-process, over the same bytes. Its
-   outcome counts are the expected totals for the accounting below.
+   open loop, is ahead of its produce time; Kafka keys as simulated). So
+   event time lies hours behind the wall clock: the worker runs without idle
+   ticks (:data:`TICK_INTERVAL_SECONDS`), which would move its clocks to the
+   wall clock and make every later event late.
+3. CPU ceiling (:mod:`bench.ceiling`), in-process, over the same bytes: the
+   worker's batch protocol (``LocalRuntime``, One-ID and codecs included) is
+   the headline. Its outcome counts are the expected totals for the
+   accounting below.
 4. The events are produced (``acks=all``) to the three touchpoints topics.
 5. Worker, closed loop: ``python -m streams.cli worker`` starts; the clock runs
    from ``/readyz`` 200 (or its first re-keyed record, if earlier) until the
@@ -26,10 +31,14 @@ Sequence (every step prints a progress line on stderr):
    open-loop records at the same absolute rates.
 8. Profiled worker on the third copy: closed loop with py-spy attached
    (:mod:`bench.profile`); its throughput is reported apart.
+8b. Broker limit (:mod:`bench.brokerperf`): Kafka's own ProducerPerformance
+   (acks=all, records of the inputs' mean size) and ConsumerPerformance
+   against the same broker, on a topic of its own.
 9. Read back: the worker's changelog topics (bytes per event; per open-loop
-   event the first journey record whose recent event ids end with it gives
-   its latency), output topics (``cause_event_id``, ``emitted_at``); the same
-   from the baseline's state and output topics.
+   event the first journey record of its key whose ``recent`` event ids hold
+   it gives its latency: one record covers all of a key's events in a
+   batch), output topics (``cause_event_id``, ``emitted_at``); the same from
+   the baseline's state and output topics.
 
 Loopback only; every process started here is stopped in a ``finally``, and
 the temp dir is removed.
@@ -61,7 +70,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
-from bench import ceiling
+from bench import brokerperf, ceiling
 from bench.kafka import Offsets, Record, create_topics, first_timestamp, read_topic
 from bench.procs import Proc, git_info, machine, scrape_counters, versions, worker_ready
 from bench.profile import PySpy, find_py_spy, summarise
@@ -71,6 +80,7 @@ from streams import broker
 from streams.admin import ensure_topics
 from streams.config import ingest_policy
 from streams.core.ingest import RecordMeta, admit
+from streams.errors import JourneyflowError
 from streams.settings import Settings
 from streams.simulate import SimulatedRecord, SimulationConfig, simulate
 
@@ -80,6 +90,13 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 OPEN_RATE_CAP = 10_000.0
 POLL = 0.2  # seconds between offset polls
 BENCH_PII_KEY = "journeyflow-bench-key"
+#: The worker's idle ticks are off. They move a partition's clock to the input's low
+#: watermark, which is wall-clock time (the Kafka timestamps, or now when nothing is
+#: pending); the simulated event time lies hours before it, so after the first tick
+#: every event was "late" (JOURNEYFLOW_LATE_AFTER_SECONDS) and decided nothing: no
+#: outputs to measure, and less work than the baseline and the ceiling do. Without
+#: ticks the clocks move with event time, as in the ceiling (no ticks either).
+TICK_INTERVAL_SECONDS = "0"
 
 
 class BenchError(Exception):
@@ -88,7 +105,7 @@ class BenchError(Exception):
 
 @dataclass
 class BenchConfig:
-    events: int = 20_000
+    events: int = 200_000
     bootstrap: str | None = None
     output: Path | None = None
     levels: tuple[float, ...] = (0.25, 0.5, 0.75)
@@ -97,6 +114,7 @@ class BenchConfig:
     partitions: int = 8
     customers: int = 2000
     profile: bool = True
+    broker_limit: bool = True
     timeout: float = 600.0
     quick: bool = False
     guarantee: str = "at_least_once"
@@ -142,6 +160,7 @@ class Namespace:
             "log_level": "warning",
             "web_bind": "127.0.0.1",
             "web_host": "127.0.0.1",
+            "tick_interval_seconds": TICK_INTERVAL_SECONDS,
         }
 
     def settings(self) -> Settings:
@@ -396,22 +415,26 @@ async def rekeyed_stats(ns: Namespace) -> dict[str, Any]:
 # ------------------------------------------------------------------- analysis
 
 
-def _last_event_id(value: bytes) -> str | None:
-    """The event that caused a journey write: the last of ``recent_event_ids``
-    (state v1-v2) or the newest of ``recent`` (v3: ``[ms, event_id, source]``
-    sorted by event time, which the simulator's traffic follows)."""
+def _event_ids(value: bytes | None) -> frozenset[str] | None:
+    """The event ids a journey record remembers: ``recent`` (v3: ``[ms,
+    event_id, source]`` entries) or ``recent_event_ids`` (v1-v2); empty for a
+    tombstone, None when the value is not a journey record."""
+    if value is None:
+        return frozenset()
     try:
         state = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
     if not isinstance(state, dict):
         return None
-    ids = state.get("recent_event_ids")
-    if isinstance(ids, list) and ids:
-        return str(ids[-1])
     recent = state.get("recent")
-    if isinstance(recent, list) and recent and isinstance(recent[-1], list):
-        return str(recent[-1][1])
+    if isinstance(recent, list):
+        return frozenset(
+            e[1] for e in recent if isinstance(e, list) and len(e) > 1 and isinstance(e[1], str)
+        )
+    ids = state.get("recent_event_ids")
+    if isinstance(ids, list):
+        return frozenset(str(e) for e in ids)
     return None
 
 
@@ -457,15 +480,49 @@ def journey_bytes(
 
 
 def first_writes(records: list[Record], split: dict[int, int]) -> dict[str, int]:
-    """Event id -> timestamp of the first journey record (after ``split``) that
-    ends with it."""
-    out: dict[str, int] = {}
-    later = [r for r in records if r.offset >= split.get(r.partition, 0) and r.value is not None]
-    for r in sorted(later, key=lambda r: r.timestamp_ms):
-        eid = _last_event_id(r.value or b"")
-        if eid is not None and eid not in out:
-            out[eid] = r.timestamp_ms
-    return out
+    """Event id -> timestamp of the first journey record (at or after ``split``)
+    that wrote it.
+
+    A record writes every event id in its ``recent`` list that its key's
+    previous record (in partition, offset order) did not hold: with batches,
+    one record covers all of a key's events in the batch. Records before
+    ``split`` only establish what each key held already. An id first seen
+    under several keys (a merge carries the absorbed journey's ids to the
+    survivor) keeps its earliest timestamp."""
+    return _first_writes(records, split)[1]
+
+
+def _first_writes(
+    records: list[Record], split: dict[int, int]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """:func:`first_writes` of the records before ``split``, and of those at or
+    after it (ids written before ``split`` left out), in one pass."""
+    before_split: dict[str, int] = {}
+    after_split: dict[str, int] = {}
+    held: dict[tuple[int, bytes | None], frozenset[str]] = {}
+    empty: frozenset[str] = frozenset()
+    # every partition's records before the split first: an id written before it is known
+    # when the records after it are read (the order within each partition is kept)
+    for r in sorted(
+        records, key=lambda r: (r.offset >= split.get(r.partition, 0), r.partition, r.offset)
+    ):
+        ids = _event_ids(r.value)
+        if ids is None:
+            continue
+        previous = held.get((r.partition, r.key), empty)
+        held[r.partition, r.key] = ids
+        ts = r.timestamp_ms
+        if r.offset < split.get(r.partition, 0):
+            for eid in ids - previous:
+                known = before_split.get(eid)
+                if known is None or ts < known:
+                    before_split[eid] = ts
+        else:
+            for eid in ids - previous:
+                known = after_split.get(eid)
+                if (known is None or ts < known) and eid not in before_split:
+                    after_split[eid] = ts
+    return before_split, after_split
 
 
 def add_latency(
@@ -651,8 +708,14 @@ class Run:
         await asyncio.sleep(2.0)  # any write still in flight from the closed loop lands
         if app_id is not None:
             topics = await offsets.admin.list_topics()
+            # <app id>-<table>-changelog; not those of the other namespaces, whose app
+            # ids extend this one (<app id>-b-..., <app id>-p-...)
             target.journey_topics = sorted(
-                t for t in topics if t.startswith(f"{app_id}-") and t.endswith("-changelog")
+                t
+                for t in topics
+                if t.startswith(f"{app_id}-")
+                and t.endswith("-changelog")
+                and "-" not in t[len(app_id) + 1 : -len("-changelog")]
             )
         for topic in target.journey_topics:
             target.split[topic] = await offsets.end_offsets(topic)
@@ -751,13 +814,11 @@ class Run:
         stats = journey_bytes(records, target.split, events, admitted)
         latency_records = records.get(target.latency_topic, [])
         closed_cut = target.split.get(target.latency_topic, {})
-        closed = [r for r in latency_records if r.offset < closed_cut.get(r.partition, 0)]
         # when the last closed-loop event was applied: the latest first write of an event
         # (later rewrites, e.g. a reminder fired by a tick, do not count)
-        applied = first_writes(closed, {})
+        applied, writes = _first_writes(latency_records, closed_cut)
         stats["last_closed_loop_write_ms"] = max(applied.values(), default=None)
         if phases:
-            writes = first_writes(latency_records, closed_cut)
             outputs: list[Record] = []
             for topic in target.output_topics:
                 outputs.extend(await read_topic(bootstrap, topic))
@@ -798,6 +859,32 @@ async def profile_run(
     summary = summarise(raw_path) if raw_path.exists() else {"samples": 0}
     say(f"  profiled worker: {pc['events_per_s']} events/s")
     return {"tool": tool, "closed_loop_under_profiler": pc, **summary}
+
+
+async def broker_limit(run: Run, ns: Namespace, mean_bytes: float) -> dict[str, Any]:
+    """Kafka's own producer and consumer performance tools against the broker
+    (:mod:`bench.brokerperf`). A failure is recorded, not raised."""
+    records = max(run.cfg.events, brokerperf.MIN_RECORDS)
+    size = max(1, round(mean_bytes))
+    say(f"broker limit: Kafka's perf tools, {records} records of {size} B, acks=all")
+    try:
+        out = await brokerperf.measure(
+            run.bootstrap,
+            ns.topic("bench-broker-limit"),
+            ns.partitions,
+            size,
+            records,
+            run.workdir,
+            run.broker_pid,
+        )
+    except (brokerperf.ToolError, JourneyflowError, OSError) as exc:
+        say(f"  broker limit failed: {exc}")
+        return {"error": str(exc)}
+    say(
+        f"  broker limit: produce {out['produce']['records_per_s']:.0f} records/s, "
+        f"consume {out['consume']['records_per_s']:.0f} records/s"
+    )
+    return out
 
 
 async def _run(run: Run) -> dict[str, Any]:
@@ -860,6 +947,7 @@ async def _run(run: Run) -> dict[str, Any]:
         "partitions": cfg.partitions,
         "store": "rocksdb",
         "processing_guarantee": cfg.guarantee,
+        "worker_tick_interval_seconds": float(TICK_INTERVAL_SECONDS),
         "broker": "private (streams.broker, loopback)" if not cfg.bootstrap else "external",
         "quick": cfg.quick,
         "ignored_environment": sorted(
@@ -877,15 +965,17 @@ async def _run(run: Run) -> dict[str, Any]:
         "ahead_of_produce_time": sum(r.occurred_at > datetime.now(UTC) for r in closed),
     }
 
-    say("CPU ceiling: admit + step in-process, one core, no Kafka")
+    say("CPU ceiling: the batch protocol in process (LocalRuntime), one core, no Kafka")
     now_ms = int(time.time() * 1000)
     ceil = await asyncio.to_thread(ceiling.measure, [(r.value, now_ms) for r in closed], settings)
     results["ceiling"] = ceil
     n_admitted = ceil["admitted"]
     say(
-        f"  ceiling: core {ceil['core']['events_per_s']:.0f}/s, "
-        f"core+codecs {ceil['core_and_codecs']['events_per_s']:.0f}/s; "
-        f"{n_admitted} of {n} admitted"
+        f"  ceiling: batch protocol {ceil['batch_protocol']['events_per_s']:.0f}/s "
+        f"({ceil['batch_protocol']['us_per_event']:.0f} µs/event); "
+        f"core {ceil['core']['events_per_s']:.0f}/s, "
+        f"core+codecs {ceil['core_and_codecs']['events_per_s']:.0f}/s "
+        f"(first {ceil['core']['events']} events); {n_admitted} of {n} admitted"
     )
 
     spaces = [ns, ns_base, *([ns_prof] if cfg.profile else [])]
@@ -965,6 +1055,10 @@ async def _run(run: Run) -> dict[str, Any]:
             else:
                 say("profiled worker (py-spy attached): closed loop")
                 results["profile"] = await profile_run(run, ns_prof, offsets, exe, n, n_admitted)
+
+    # ------------------------------------------------------------- broker limit
+    if cfg.broker_limit:
+        results["broker_limit"] = await broker_limit(run, ns, results["input"]["mean_value_bytes"])
 
     say("reading back the journey and output topics")
     wstats = await run.read_back(worker, wphases, levels, occurred, n, n_admitted)

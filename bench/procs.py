@@ -131,8 +131,11 @@ def scrape_counters(port: int) -> dict[str, float]:
             (
                 "journeyflow_events_total{",
                 "journeyflow_outputs_total{",
-                "journeyflow_step_seconds_sum",
-                "journeyflow_step_seconds_count",
+                "journeyflow_late_events_total",
+                "journeyflow_merges_total",
+                "journeyflow_batch_seconds_sum",
+                "journeyflow_batch_seconds_count",
+                "journeyflow_batch_records_sum",
                 "journeyflow_pipeline_seconds_sum",
                 "journeyflow_pipeline_seconds_count",
             )

@@ -31,22 +31,43 @@ from pathlib import Path
 from typing import Any
 
 #: (category, predicate on (function, file)), tried leaf first, first match wins.
-_CODEC_FUNCS = frozenset({"encode_state", "decode_state", "to_bytes"})
+_CODEC_FUNCS = frozenset(
+    {
+        "encode_state",
+        "decode_state",
+        "to_bytes",
+        "encode_message",
+        "decode_message",
+        "message_to_dict",
+        "message_from_dict",
+        "encode_alias",
+        "decode_alias",
+    }
+)
+#: The worker's own shell around the core (streams/*.py, not streams/core/).
+_SHELL = ("streams/batch.py", "streams/tables.py", "streams/transport.py", "streams/timer_index.py")
 CATEGORIES: tuple[tuple[str, Any], ...] = (
     (
         "codecs: pydantic validate/serialize + orjson",
         lambda fn, f: fn in _CODEC_FUNCS or "pydantic" in f or f.startswith("schemas/"),
     ),
     ("journeyflow core logic (streams/core)", lambda fn, f: "streams/core/" in f),
-    ("table store: RocksDB (faust/stores)", lambda fn, f: "faust/stores/" in f),
+    ("table store: RocksDB (faust/stores, rocksdict)", lambda fn, f: "faust/stores/" in f),
     ("Faust table (faust/tables)", lambda fn, f: "faust/tables/" in f),
     ("aiokafka (fetch, parse, produce, commit)", lambda fn, f: "aiokafka/" in f),
     (
-        "Faust/mode stream machinery (agents, streams, topics, consumer)",
+        "batch protocol shell (streams/batch, tables, transport, timer_index)",
+        lambda fn, f: f.endswith(_SHELL),
+    ),
+    (
+        "Faust/mode machinery (app, consumer, producer, timers)",
         lambda fn, f: f.startswith(("faust/", "mode/")) or "/faust/" in f or "/mode/" in f,
     ),
-    ("metrics (prometheus_client)", lambda fn, f: "prometheus_client" in f),
-    ("agent glue (streams/app.py)", lambda fn, f: f.endswith("streams/app.py")),
+    (
+        "metrics (prometheus_client, streams/metrics.py)",
+        lambda fn, f: "prometheus_client" in f or f.endswith("streams/metrics.py"),
+    ),
+    ("app glue (streams/app.py)", lambda fn, f: f.endswith("streams/app.py")),
     (
         "asyncio event loop",
         lambda fn, f: "asyncio/" in f or f.endswith("selectors.py"),
@@ -57,36 +78,45 @@ CATEGORIES: tuple[tuple[str, Any], ...] = (
 #: Named stages: (label, predicate); a sample counts once per stage on its stack.
 STAGES: tuple[tuple[str, Any], ...] = (
     (
-        "admit_touchpoints agent (incl. its stream iteration)",
-        lambda fn, f: fn.endswith("admit_touchpoints"),
+        "BatchEngine.process (the batch protocol: step, send, write)",
+        lambda fn, f: fn == "BatchEngine.process",
     ),
     (
-        "update_journeys agent (incl. its stream iteration)",
-        lambda fn, f: fn.endswith("update_journeys"),
+        "admission: BatchEngine._touchpoint (admit, route)",
+        lambda fn, f: fn == "BatchEngine._touchpoint",
     ),
     ("ingest.admit (decode, validate, hash PII)", lambda fn, f: fn == "admit" and "ingest" in f),
-    ("Admitted.from_internal (decode re-keyed record)", lambda fn, f: fn.endswith("from_internal")),
+    (
+        "internal record: BatchEngine._keyed (One-ID + journey + timers)",
+        lambda fn, f: fn == "BatchEngine._keyed",
+    ),
+    ("oneid.handle (One-ID message)", lambda fn, f: fn == "handle" and "oneid" in f),
     ("engine.step (core decision)", lambda fn, f: fn == "step" and "streams/core/engine" in f),
+    ("decode_message / encode_message", lambda fn, f: fn in ("decode_message", "encode_message")),
     ("decode_state", lambda fn, f: fn == "decode_state"),
     ("encode_state", lambda fn, f: fn == "encode_state"),
-    ("Faust table get/set + changelog send", lambda fn, f: "faust/tables/" in f),
-    ("RocksDB store (faust/stores)", lambda fn, f: "faust/stores/" in f),
+    ("timers: due-time index and clocks (streams/timer_index)", lambda fn, f: "timer_index" in f),
+    ("table reads (FaustTables.read)", lambda fn, f: fn == "FaustTables.read"),
     (
-        "topic.send (keyed, outputs, DLQ)",
-        lambda fn, f: fn.endswith(".send") and "faust/topics" in f,
+        "sink send: internal records, outputs, DLQ + their acks (KafkaSink.send)",
+        lambda fn, f: fn == "KafkaSink.send",
     ),
+    (
+        "sink write: changelog records + acks, store writes (KafkaSink.write)",
+        lambda fn, f: fn == "KafkaSink.write",
+    ),
+    ("store writes (FaustTables.write)", lambda fn, f: fn == "FaustTables.write"),
+    ("RocksDB store (faust/stores)", lambda fn, f: "faust/stores/" in f),
+    ("consumer transport (streams/transport.py)", lambda fn, f: "streams/transport" in f),
     ("aiokafka, anywhere", lambda fn, f: "aiokafka/" in f),
     ("aiokafka consumer fetcher", lambda fn, f: "aiokafka/consumer/fetcher" in f),
     ("aiokafka producer", lambda fn, f: "aiokafka/producer/" in f),
     ("consumer commit (Faust + aiokafka)", lambda fn, f: "commit" in fn.lower()),
-    ("prometheus metrics", lambda fn, f: "prometheus_client" in f),
-    ("emit (outputs, awaits their acks)", lambda fn, f: fn.endswith(".emit")),
     (
-        "move_clock / index_due (timers table)",
-        lambda fn, f: fn.endswith(("move_clock", "index_due")),
+        "metrics (record_batch, prometheus)",
+        lambda fn, f: "prometheus_client" in f or fn == "Metrics.record_batch",
     ),
-    ("logging calls (e.g. Faust's per-send debug)", lambda fn, f: f.startswith("logging/")),
-    ("Faust ProducerBuffer (changelog sends)", lambda fn, f: fn.startswith("ProducerBuffer.")),
+    ("logging calls", lambda fn, f: f.startswith("logging/")),
 )
 
 _ROOT_FILES = ("asyncio/", "runpy", "click/", "<frozen", "threading.py", "streams/cli.py")

@@ -52,7 +52,13 @@ def render(r: dict[str, Any]) -> str:
         f"{cfg['customers']:,} customers, dirty share {cfg['dirty_share']}: "
         + ", ".join(f"{k} {n:,}" for k, n in r["input"]["by_kind"].items())
         + f"), mean {r['input']['mean_value_bytes']:.0f} bytes; {cfg['partitions']} partitions; "
-        f"{ceil.get('admitted', 0):,} admitted.",
+        f"{ceil.get('admitted', 0):,} admitted."
+        + (
+            " The worker ran without idle ticks (event time lies hours behind the wall "
+            "clock here; ticks would make every later event late)."
+            if cfg.get("worker_tick_interval_seconds") == 0
+            else ""
+        ),
         "",
         "### Throughput (closed loop: events pre-produced, every input counted)",
         "",
@@ -69,12 +75,41 @@ def render(r: dict[str, Any]) -> str:
         f"{_num(bc.get('seconds'), 1)} | {_cores(bc.get('cpu_cores', {}), 'baseline')} | "
         f"{_cores(bc.get('cpu_cores', {}), 'broker')} | "
         f"{_cores(bc.get('cpu_cores', {}), 'other_processes')} |",
-        f"| ceiling: admit + step, in-process | {_num(ceil.get('core', {}).get('events_per_s'))} "
-        f"| {_num(ceil.get('core', {}).get('seconds'), 1)} | 1 | | |",
-        "| ceiling: + every encode/decode the worker does | "
-        f"{_num(ceil.get('core_and_codecs', {}).get('events_per_s'))} | "
-        f"{_num(ceil.get('core_and_codecs', {}).get('seconds'), 1)} | 1 | | |",
     ]
+    if "batch_protocol" in ceil:
+        bp = ceil["batch_protocol"]
+        lines.append(
+            "| **ceiling: the worker's batch protocol in process** (LocalRuntime: admit, "
+            f"One-ID, journey, timers, codecs; {_num(bp.get('us_per_event'))} µs/event) | "
+            f"**{_num(bp.get('events_per_s'))}** | {_num(bp.get('seconds'), 1)} | 1 | | |"
+        )
+    core, codecs = ceil.get("core", {}), ceil.get("core_and_codecs", {})
+    first = (
+        f", first {core['events']:,} events"
+        if core.get("events") and core["events"] != ceil.get("events")
+        else ""
+    )
+    lines += [
+        f"| ceiling: admit + step only (no One-ID{first}) | {_num(core.get('events_per_s'))} "
+        f"| {_num(core.get('seconds'), 1)} | 1 | | |",
+        f"| ceiling: admit + step + per-event codecs (no One-ID{first}) | "
+        f"{_num(codecs.get('events_per_s'))} | {_num(codecs.get('seconds'), 1)} | 1 | | |",
+    ]
+    limit = r.get("broker_limit", {})
+    for step, tool in (
+        ("produce", "ProducerPerformance, acks=all"),
+        ("consume", "ConsumerPerformance"),
+    ):
+        got = limit.get(step)
+        if not got:
+            continue
+        cpu = got.get("cpu_cores", {})
+        lines.append(
+            f"| broker limit: Kafka's {tool}, records/s ({limit['records']:,} × "
+            f"{limit['record_bytes']} B) | {_num(got.get('records_per_s'))} | "
+            f"{_num(got.get('seconds'), 1)} | {_cores(cpu, 'tool')} | {_cores(cpu, 'broker')} | "
+            f"{_cores(cpu, 'other_processes')} |"
+        )
     if pc:
         lines.append(
             f"| worker under py-spy (profile run) | {_num(pc.get('events_per_s'))} | "
@@ -88,9 +123,10 @@ def render(r: dict[str, Any]) -> str:
         "",
         "Rates are fractions of the worker's closed-loop throughput; the baseline gets the "
         "same records at the same rates. Latency = time of the first journey record "
-        "(worker: changelog; baseline: state topic) whose recent event ids end with the "
-        "event − the event's scheduled send time (its Kafka timestamp). Outputs: "
-        "`emitted_at` − send time, for outputs decided by the event itself.",
+        "(worker: changelog; baseline: state topic) whose `recent` event ids hold the "
+        "event for the first time (one worker record covers all of a key's events in a "
+        "batch) − the event's scheduled send time. Outputs: `emitted_at` − send time, for "
+        "outputs decided by the event itself.",
         "",
         "| load | events/s | worker: journey write | worker: outputs (n) | worker CPU | "
         "worker drained after | baseline: journey write | baseline: outputs (n) |",
@@ -115,8 +151,8 @@ def render(r: dict[str, Any]) -> str:
             "",
             "Worker latency by hop (ms: p50 / p95 / p99 / max):",
             "",
-            "| load | input → re-keyed record (admit agent) | re-keyed record → journey write "
-            "(update agent) |",
+            "| load | input → re-keyed record (admission) | re-keyed record → journey write "
+            "(One-ID + journey) |",
             "|---|---|---|",
         ]
         for ph in w["open_loop"]:
@@ -165,6 +201,8 @@ def render(r: dict[str, Any]) -> str:
             f"| `{e['function']}` | {e['file']} | {e['inclusive_pct']} | {e['self_pct']} |"
             for e in prof["top_cumulative"][:20]
         ]
+    if limit.get("error"):
+        lines += ["", f"Broker limit failed: {limit['error'][:400]}"]
     if prof.get("error"):
         lines += ["", f"Profile run failed: {prof['error'][:400]}"]
     if r.get("notes"):

@@ -370,6 +370,9 @@ class Effects:
     #: (no customer by that id).
     feedback: Literal["counted", "repeated", "unknown"] | None = None
     refusals: list[Refusal] = field(default_factory=list)
+    #: Messages to send through the topic even when addressed to this key
+    #: (``handle`` applies other messages for its own key at once).
+    deferred: list[tuple[str, Message]] = field(default_factory=list)
 
     def set_alias(self, alias: Alias | None) -> None:
         self.alias, self.alias_changed = alias, True
@@ -408,6 +411,8 @@ def handle(
                 queue.append(out)
             else:
                 fx.sends.append((target, out))
+    fx.sends.extend(fx.deferred)
+    fx.deferred.clear()
     return fx
 
 
@@ -571,7 +576,9 @@ def _link(key: str, msg: Link, fx: Effects, config: _Context, position: str) -> 
 def _park(fx: Effects, key: str, msg: Message) -> None:
     alias = fx.alias or Alias()
     if len(alias.parked) >= MAX_PARKED:
-        fx.sends.append((key, msg))  # comes round again through the topic
+        # comes round again through the topic (handled here at once, it would
+        # find the same full list forever)
+        fx.deferred.append((key, msg))
         return
     fx.set_alias(alias.model_copy(update={"parked": (*alias.parked, message_to_dict(msg))}))
 

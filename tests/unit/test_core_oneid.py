@@ -356,6 +356,26 @@ def test_a_customer_erased_in_the_middle_of_a_merge_leaves_no_identifier_behind(
     assert at_a.journey is not None and at_a.journey.identifiers == (a,)
 
 
+def test_a_request_beyond_the_parking_limit_goes_round_through_the_topic() -> None:
+    """A root merging into another parks requests for it; once the list is
+    full, one more goes back on the topic to its own key (it must not be
+    handled again at once: it would find the same full list forever)."""
+    from streams.core.oneid import MAX_PARKED, Absorb, Alias, message_to_dict
+
+    config = OneIdConfig(shipped_config())
+    b, a = "wechat_openid:wx:o-1", "member_id:M-1"
+    parked = tuple(
+        message_to_dict(Absorb(f"member_id:M-0{n}", f"e{n}", 0)) for n in range(MAX_PARKED)
+    )
+    full = Alias(moving_to=a, parked=parked)
+    one_more = Absorb("member_id:M-00", "e-late", 0)
+
+    fx = handle(b, one_more, full, None, config)
+
+    assert fx.sends == [(b, one_more)]
+    assert not fx.alias_changed
+
+
 # --- late events and imported history --------------------------------------------------
 
 PRICE_QUESTION = {

@@ -177,34 +177,20 @@ async def measure(
     produce_args = ["--topic", topic, "--num-records", str(records)]
     produce_args += ["--record-size", str(record_bytes), "--throughput", "-1"]
     produce_args += ["--producer-props", *(f"{k}={v}" for k, v in producer_props.items())]
-    watch = CpuWatch({"broker": broker_pid}).start()
-    out, cpu, wall = await asyncio.to_thread(
-        _run_tool,
-        java,
-        classpath,
-        log4j,
-        "org.apache.kafka.tools.ProducerPerformance",
-        produce_args,
-        timeout,
-    )
-    produced = {**parse_producer(out), "seconds": round(wall, 2)}
-    produced["cpu_cores"] = _cores(watch, cpu, wall)
 
+    async def run(tool: str, args: list[str], parse: Any) -> dict[str, Any]:
+        """One tool run: its parsed numbers, wall seconds and CPU use."""
+        watch = CpuWatch({"broker": broker_pid}).start()
+        out, cpu, wall = await asyncio.to_thread(
+            _run_tool, java, classpath, log4j, f"org.apache.kafka.tools.{tool}", args, timeout
+        )
+        return {**parse(out), "seconds": round(wall, 2), "cpu_cores": _cores(watch, cpu, wall)}
+
+    produced = await run("ProducerPerformance", produce_args, parse_producer)
     group = f"jf-bench-perf-{uuid.uuid4().hex[:8]}"
     consume_args = ["--bootstrap-server", bootstrap, "--topic", topic]
     consume_args += ["--messages", str(records), "--group", group, "--timeout", "60000"]
-    watch = CpuWatch({"broker": broker_pid}).start()
-    out, cpu, wall = await asyncio.to_thread(
-        _run_tool,
-        java,
-        classpath,
-        log4j,
-        "org.apache.kafka.tools.ConsumerPerformance",
-        consume_args,
-        timeout,
-    )
-    consumed = {**parse_consumer(out), "seconds": round(wall, 2)}
-    consumed["cpu_cores"] = _cores(watch, cpu, wall)
+    consumed = await run("ConsumerPerformance", consume_args, parse_consumer)
     with contextlib.suppress(OSError):
         log4j.unlink()
     return {

@@ -29,7 +29,7 @@ import orjson
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from streams.batch import TICK_KEY, Batch, BatchEngine, BatchLimits, applied_key
+from streams.batch import TABLES, TICK_KEY, Batch, BatchEngine, BatchLimits, applied_key
 from streams.config import ingest_policy, oneid_config
 from streams.metrics import Metrics
 from streams.settings import Settings
@@ -120,7 +120,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             "driver": "rocksdict",
             "block_cache_size": settings.rocksdb_block_cache_mb * 1024 * 1024,
         }
-    # bytes -> bytes tables co-partitioned with the internal topic (streams.batch.TABLES)
+    # bytes -> bytes tables co-partitioned with the internal topic
     tables = FaustTables(
         {
             name: app.Table(
@@ -131,7 +131,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 partitions=settings.partitions,
                 options=dict(options),  # Faust pops keys from it: one copy per table
             )
-            for name in ("journeys", "timers", "aliases")
+            for name in TABLES
         },
         rocksdb=settings.store == "rocksdb",
     )

@@ -7,6 +7,7 @@ numbers. Never a customer id.
 
 from __future__ import annotations
 
+import collections
 import time
 from typing import TYPE_CHECKING
 
@@ -129,12 +130,14 @@ class Metrics:
                 self.feedback.labels(name[9:]).inc(n)
             elif name == "late":
                 self.late_events.inc(n)
-        for output in batch.outputs:
-            self.outputs.labels(output.kind, output.rule_id).inc()
+        for (kind, rule), n in collections.Counter(
+            (o.kind, o.rule_id) for o in batch.outputs
+        ).items():
+            self.outputs.labels(kind, rule).inc(n)
         if batch.merges:
             self.merges.inc(len(batch.merges))
-        for _, msg in batch.messages:
-            self.identity_messages.labels(msg.kind).inc()
+        for kind, n in collections.Counter(msg.kind for _, msg in batch.messages).items():
+            self.identity_messages.labels(kind).inc(n)
         observe = self.pipeline_seconds.observe
         for stamp_ms in batch.applied_timestamps:
             observe(max(0.0, now_s - stamp_ms / 1000))

@@ -15,6 +15,7 @@ the batch's changes in the dicts.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import deque
 from collections.abc import Sequence
@@ -42,9 +43,16 @@ from streams.timer_index import EncodedJourneys, TimerIndex
 INTERLEAVE_RUN = 4
 
 
+@functools.lru_cache(maxsize=262_144)
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives this key (cached:
+    keys repeat, and murmur2 is pure Python)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def key_partition(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives this key."""
-    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return partition_of(key.encode(), partitions)
 
 
 @dataclass

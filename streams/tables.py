@@ -26,19 +26,18 @@ changelog another worker would restore from.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import rocksdict
-from aiokafka.partitioner import murmur2
 from faust.types import TP
 
 from schemas.codec import encode
 from schemas.outputs import Action, Alert, LiveTrigger
 from streams.batch import Batch
 from streams.core.oneid import encode_message
+from streams.runtime import partition_of
 from streams.topics import Topics
 
 
@@ -87,7 +86,7 @@ class Outbox:
     of a future and a partitioner call per record), then awaited together.
 
     Keyed records go where Kafka's default partitioner puts them (murmur2 of
-    the key over the topic's partitions, as ``streams.runtime.key_partition``),
+    the key over the topic's partitions, ``streams.runtime.partition_of``),
     so consumers and the co-partitioned tables see the partitioning ``send``
     would give.
     """
@@ -135,7 +134,7 @@ class Outbox:
                     spread += 1
                     partition = spread % partitions
                 else:
-                    partition = _partition(key, partitions)
+                    partition = partition_of(key, partitions)
             builders = out.setdefault(partition, [])
             if builders:
                 builder, count = builders[-1]
@@ -148,12 +147,6 @@ class Outbox:
                 raise ValueError(f"a record of {size} bytes does not fit a batch for {topic}")
             builders.append((builder, 1))
         return out
-
-
-@functools.lru_cache(maxsize=262_144)
-def _partition(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (keys repeat: customers, rooms, stores)."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class KafkaSink:

@@ -19,6 +19,9 @@ QUICK_EVENTS = 2000
 #: profiled worker on a shared 2-core machine may manage a few hundred events/s).
 EVENTS_PER_TIMEOUT_S = 250
 QUICK_DURATION = 5.0
+#: Burst events (a flash-sale backlog drained by a fresh worker).
+DEFAULT_BURST_EVENTS = 200_000
+QUICK_BURST_EVENTS = 5000
 
 
 def _command_line() -> list[str]:
@@ -55,7 +58,11 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
     type=click.Path(dir_okay=False, path_type=Path),
     help="Results JSON  [default: bench/results/<UTC timestamp>.json]",
 )
-@click.option("--quick", is_flag=True, help="Smoke run: 2000 events, 5 s per open-loop level.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Smoke run: 2000 events, 5 s per open-loop level, a burst of 5000.",
+)
 @click.option(
     "--levels",
     default="0.25,0.5,0.75",
@@ -92,6 +99,20 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
     help="Kafka's own producer and consumer perf tools against the broker (needs Java).",
 )
 @click.option(
+    "--burst/--no-burst",
+    default=True,
+    show_default=True,
+    help="A flash-sale peak (Zipf-distributed customers, one hot live room) produced "
+    "before a fresh worker starts: time until all is accounted for, peak RSS.",
+)
+@click.option(
+    "--burst-events",
+    type=click.IntRange(100, 1_000_000),
+    default=None,
+    help=f"Events in the burst  [default: {DEFAULT_BURST_EVENTS}; "
+    f"{QUICK_BURST_EVENTS} with --quick]",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(10, 3600),
     default=None,
@@ -111,6 +132,8 @@ def bench(
     customers: int,
     profile: bool,
     broker_limit: bool,
+    burst: bool,
+    burst_events: int | None,
     timeout: float | None,
 ) -> None:
     """Benchmark the worker against a raw aiokafka baseline and a CPU ceiling.
@@ -134,6 +157,8 @@ def bench(
         customers=customers,
         profile=profile,
         broker_limit=broker_limit,
+        burst=burst,
+        burst_events=burst_events or (QUICK_BURST_EVENTS if quick else DEFAULT_BURST_EVENTS),
         timeout=timeout or max(600.0, events / EVENTS_PER_TIMEOUT_S),
         quick=quick,
         guarantee=guarantee,

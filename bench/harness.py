@@ -31,6 +31,11 @@ Sequence (every step prints a progress line on stderr):
    open-loop records at the same absolute rates.
 8. Profiled worker on the third copy: closed loop with py-spy attached
    (:mod:`bench.profile`); its throughput is reported apart.
+8a. Burst (:mod:`bench.burst`, unless ``--no-burst``): a flash-sale peak
+   (Zipf-distributed customers, one hot live room) pre-produced to a fourth
+   namespace, then a fresh worker started on it; from its start until every
+   input is accounted for (as in 5.), with its peak RSS and its own counters
+   (processed + duplicate + erased + dead-lettered = input).
 8b. Broker limit (:mod:`bench.brokerperf`): Kafka's own ProducerPerformance
    (acks=all, records of the inputs' mean size) and ConsumerPerformance
    against the same broker, on a topic of its own.
@@ -70,7 +75,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
-from bench import brokerperf, ceiling
+from bench import brokerperf, burst, ceiling
 from bench.kafka import Offsets, Record, create_topics, first_timestamp, read_topic
 from bench.procs import Proc, git_info, machine, scrape_counters, versions, worker_ready
 from bench.profile import PySpy, find_py_spy, summarise
@@ -115,6 +120,8 @@ class BenchConfig:
     customers: int = 2000
     profile: bool = True
     broker_limit: bool = True
+    burst: bool = True
+    burst_events: int = 200_000
     timeout: float = 600.0
     quick: bool = False
     guarantee: str = "at_least_once"
@@ -861,6 +868,148 @@ async def profile_run(
     return {"tool": tool, "closed_loop_under_profiler": pc, **summary}
 
 
+#: Outcomes of ``journeyflow_events_total`` that account for an input record once
+#: (``redelivered``, a record applied again after a rebalance or crash, is extra).
+ACCOUNTING_OUTCOMES = ("processed", "duplicate", "erased", "dead_lettered")
+#: The burst's wait grows past the closed loop's timeout by 1 s per this many events.
+BURST_EVENTS_PER_TIMEOUT_S = 250
+
+
+def outcome_counts(counters: dict[str, float]) -> dict[str, int]:
+    """``journeyflow_events_total`` by outcome, from :func:`scrape_counters`."""
+    out: dict[str, int] = {}
+    for name, value in counters.items():
+        match = re.fullmatch(r'journeyflow_events_total\{outcome="([^"]+)"\}', name)
+        if match:
+            out[match.group(1)] = int(value)
+    return out
+
+
+async def burst_run(run: Run, ns: Namespace, offsets: Offsets) -> dict[str, Any]:
+    """A flash-sale backlog (:mod:`bench.burst`) pre-produced to ``ns``, then a
+    fresh worker started on it: seconds from its start until every input is
+    accounted for, its peak RSS, and its own outcome counters against the
+    input. A failure (e.g. the worker crashes under the burst) is recorded in
+    the results instead of ending the benchmark."""
+    cfg = run.cfg
+    n = cfg.burst_events
+    say(
+        f"burst: {n} flash-sale events (Zipf s={burst.ZIPF_EXPONENT} over {cfg.customers} "
+        f"customers, {burst.HOT_SHARE:.0%} in live room {burst.HOT_ROOM})"
+    )
+    # event time ends well before the records are produced (as the closed loop's)
+    span = 1.2 * burst.event_time_span(n) + 600
+    start = datetime.now(UTC) - timedelta(seconds=span)
+    records, shape = await asyncio.to_thread(burst.generate, n, cfg.seed, cfg.customers, start)
+    settings = ns.settings()
+    now_ms = int(time.time() * 1000)
+    admitted = await asyncio.to_thread(admitted_count, records, settings, now_ms)
+    shape["admitted"] = admitted
+    shape["ahead_of_produce_time"] = sum(r.occurred_at.timestamp() * 1000 > now_ms for r in records)
+    result: dict[str, Any] = {
+        "what": "a flash-sale backlog (bench/burst.py: streams.simulate records with "
+        "Zipf-distributed customers, plus one hot live room's events) produced before a "
+        "fresh worker starts (own namespace and app id, empty data folder); timed from "
+        "the worker's start until its group committed the end offsets of touchpoints and "
+        "of the re-keyed topic, and the latter holds a record per admitted input",
+        "input": shape,
+    }
+    await ensure_topics(settings)
+    say(f"  producing {n} burst events to {ns.touchpoints}")
+    produce_s = await produce_all(run.bootstrap, ns.touchpoints, records)
+    shape["produce_events_per_s"] = _rate(n, produce_s)
+    del records  # the worker reads them from Kafka; the harness need not hold them
+
+    say("  starting a fresh worker on the burst")
+    try:
+        worker, port, t_spawn, t_ready = await run.start_worker(ns, "worker-burst")
+    except BenchError as exc:
+        say(f"  burst failed: {exc}")
+        return {**result, "error": str(exc)}
+    rss = burst.RssWatch(worker.proc.pid).start()  # its first sample: at /readyz 200
+    cpu = run.watch(worker)
+    timeout = max(cfg.timeout, n / BURST_EVENTS_PER_TIMEOUT_S)
+    say(f"  worker ready after {t_ready - t_spawn:.1f}s; draining {n} events")
+    try:
+        t_done = await wait_accounted(
+            offsets,
+            worker.group,
+            worker.expect(n, admitted),
+            timeout=timeout,
+            proc=worker.proc,
+            what="burst",
+        )
+    except BenchError as exc:
+        say(f"  burst failed: {exc}")
+        result.update(cpu_cores=cpu.stop(), **await rss.stop())
+        if worker.proc.alive():
+            result["worker_counters"] = await asyncio.to_thread(scrape_counters, port)
+        worker.proc.stop()
+        return {**result, "error": str(exc), "log": log_issues(worker.proc.log_path)}
+    cpu_cores = cpu.stop()
+    memory = await rss.stop()
+    # the counters are counted when a batch is done, the offsets committed after it:
+    # give a last batch's counts a moment to show
+    outcomes: dict[str, int] = {}
+    counters: dict[str, float] = {}
+    for _ in range(20):
+        counters = await asyncio.to_thread(scrape_counters, port)
+        outcomes = outcome_counts(counters)
+        if sum(outcomes.get(k, 0) for k in ACCOUNTING_OUTCOMES) >= n:
+            break
+        await asyncio.sleep(0.5)
+    first_keyed = await first_timestamp(run.bootstrap, ns.keyed)
+    t_first = min(t_ready, first_keyed / 1000) if first_keyed else t_ready
+    worker.proc.stop()
+
+    accounted = sum(outcomes.get(k, 0) for k in ACCOUNTING_OUTCOMES)
+    batches = counters.get("journeyflow_batch_seconds_count") or 0
+    result.update(
+        {
+            "events": n,
+            "admitted": admitted,
+            "seconds": round(t_done - t_spawn, 3),
+            "events_per_s": _rate(n, t_done - t_spawn),
+            "startup_seconds": round(t_ready - t_spawn, 2),
+            "drain_seconds": round(t_done - t_first, 3),
+            "drain_events_per_s": _rate(n, t_done - t_first),
+            "drain_from": "the worker's first re-keyed record"
+            if t_first < t_ready
+            else "/readyz 200",
+            "cpu_cores": cpu_cores,
+            **memory,
+            "accounting": {
+                "input": n,
+                **{k: outcomes.get(k, 0) for k in ACCOUNTING_OUTCOMES},
+                "redelivered": outcomes.get("redelivered", 0),
+                "accounted": accounted,
+                "all_accounted": accounted == n,
+                "dead_lettered_at_admission_expected": n - admitted,
+                "note": "processed + duplicate + erased + dead_lettered from the worker's "
+                "journeyflow_events_total, against the records produced; redelivered "
+                "(applied again after a rebalance) is not an input of its own",
+            },
+            "mean_batch_records": round(
+                (counters.get("journeyflow_batch_records_sum") or 0) / batches, 1
+            )
+            if batches
+            else None,
+            "worker_counters": counters,
+            "log": log_issues(worker.proc.log_path),
+        }
+    )
+    if accounted != n:
+        run.notes.append(
+            f"burst: the worker's counters account for {accounted} of {n} inputs ({outcomes})"
+        )
+    say(
+        f"  burst: {n} events in {result['seconds']}s from the worker's start "
+        f"({result['events_per_s']} events/s; drain {result['drain_events_per_s']} events/s), "
+        f"peak RSS {memory['peak_rss_mib']} MiB, accounted {accounted}/{n}"
+    )
+    return result
+
+
 async def broker_limit(run: Run, ns: Namespace, mean_bytes: float) -> dict[str, Any]:
     """Kafka's own producer and consumer performance tools against the broker
     (:mod:`bench.brokerperf`). A failure is recorded, not raised."""
@@ -918,6 +1067,9 @@ async def _run(run: Run) -> dict[str, Any]:
     ns_prof = Namespace(
         bootstrap, f"bench{tag}p", f"jf-bench-{tag}-p", cfg.partitions, cfg.guarantee
     )
+    ns_burst = Namespace(
+        bootstrap, f"bench{tag}x", f"jf-bench-{tag}-x", cfg.partitions, cfg.guarantee
+    )
     settings = ns.settings()
     n = cfg.events
 
@@ -947,6 +1099,7 @@ async def _run(run: Run) -> dict[str, Any]:
         "partitions": cfg.partitions,
         "store": "rocksdb",
         "processing_guarantee": cfg.guarantee,
+        "burst_events": cfg.burst_events if cfg.burst else None,
         "worker_tick_interval_seconds": float(TICK_INTERVAL_SECONDS),
         "broker": "private (streams.broker, loopback)" if not cfg.bootstrap else "external",
         "quick": cfg.quick,
@@ -1055,6 +1208,10 @@ async def _run(run: Run) -> dict[str, Any]:
             else:
                 say("profiled worker (py-spy attached): closed loop")
                 results["profile"] = await profile_run(run, ns_prof, offsets, exe, n, n_admitted)
+
+        # ------------------------------------------------------------- burst
+        if cfg.burst:
+            results["burst"] = await burst_run(run, ns_burst, offsets)
 
     # ------------------------------------------------------------- broker limit
     if cfg.broker_limit:

@@ -30,6 +30,48 @@ def _cores(cpu: dict[str, Any], name: str) -> str:
     return _num(cpu.get(name), 2) if cpu else "–"
 
 
+def _burst_section(burst: dict[str, Any]) -> list[str]:
+    """The burst phase (``bench.burst``): a flash-sale backlog, a fresh worker."""
+    if not burst:
+        return []
+    shape = burst.get("input", {})
+    lines = [
+        "",
+        "### Burst (a flash-sale backlog produced before a fresh worker starts)",
+        "",
+        f"{shape.get('events', 0):,} events (simulated mix, "
+        + ", ".join(f"{k} {n:,}" for k, n in shape.get("by_kind", {}).items())
+        + f"; {shape.get('admitted', 0):,} admitted): customers Zipf-distributed "
+        f"(s = {shape.get('zipf_exponent')}) over {shape.get('customers', 0):,} "
+        f"({shape.get('customers_seen', 0):,} seen; the busiest has "
+        f"{_num((shape.get('top_customer_share') or 0) * 100, 1)} % of the events, the top 10 "
+        f"{_num((shape.get('top_10_customers_share') or 0) * 100, 1)} %), and live room "
+        f"`{shape.get('hot_room')}` has {_num((shape.get('hot_room_share') or 0) * 100, 1)} % "
+        "of all events (comments, likes, product clicks, add-to-carts); "
+        f"{_num(shape.get('event_time_seconds'), 0)} s of event time.",
+        "",
+    ]
+    if burst.get("error"):
+        return [*lines, f"Burst failed: {burst['error'][:400]}"]
+    acc = burst.get("accounting", {})
+    cpu = burst.get("cpu_cores", {})
+    lines += [
+        "| worker start → accounted | of which startup | events/s from start | "
+        "drain events/s | worker CPU | peak RSS (at ready → last sample) | mean batch | "
+        "processed + duplicate + erased + dead-lettered = input |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| {_num(burst.get('seconds'), 1)} s | {_num(burst.get('startup_seconds'), 1)} s | "
+        f"{_num(burst.get('events_per_s'))} | {_num(burst.get('drain_events_per_s'))} | "
+        f"{_cores(cpu, 'worker')} | {_num(burst.get('peak_rss_mib'))} MiB "
+        f"({_num(burst.get('rss_mib_first_sample'))} → {_num(burst.get('rss_mib_last_sample'))}) | "
+        f"{_num(burst.get('mean_batch_records'))} | "
+        f"{acc.get('processed', 0):,} + {acc.get('duplicate', 0):,} + {acc.get('erased', 0):,} "
+        f"+ {acc.get('dead_lettered', 0):,} = {acc.get('accounted', 0):,} "
+        f"{'=' if acc.get('all_accounted') else '≠'} {acc.get('input', 0):,} |",
+    ]
+    return lines
+
+
 def render(r: dict[str, Any]) -> str:
     m, v, cfg = r["machine"], r["versions"], r["config"]
     w = r.get("worker", {})
@@ -110,6 +152,16 @@ def render(r: dict[str, Any]) -> str:
             f"{_num(got.get('seconds'), 1)} | {_cores(cpu, 'tool')} | {_cores(cpu, 'broker')} | "
             f"{_cores(cpu, 'other_processes')} |"
         )
+    burst = r.get("burst", {})
+    if burst.get("events_per_s"):
+        bcpu = burst.get("cpu_cores", {})
+        lines.append(
+            f"| worker (Faust), burst: fresh worker on a {burst['events']:,}-event flash-sale "
+            f"backlog, from its start until offsets committed | "
+            f"{_num(burst.get('events_per_s'))} | {_num(burst.get('seconds'), 1)} | "
+            f"{_cores(bcpu, 'worker')} | {_cores(bcpu, 'broker')} | "
+            f"{_cores(bcpu, 'other_processes')} |"
+        )
     if pc:
         lines.append(
             f"| worker under py-spy (profile run) | {_num(pc.get('events_per_s'))} | "
@@ -117,6 +169,7 @@ def render(r: dict[str, Any]) -> str:
             f"{_cores(pc.get('cpu_cores', {}), 'broker')} | "
             f"{_cores(pc.get('cpu_cores', {}), 'other_processes')} |"
         )
+    lines += _burst_section(burst)
     lines += [
         "",
         "### End-to-end latency, open loop (ms: p50 / p95 / p99 / max)",

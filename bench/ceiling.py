@@ -94,7 +94,9 @@ def _batch_pass(
         settings.partitions,
         settings.timer_resolution_seconds * 1000,
         policy=ingest_policy(settings),
-        limits=BatchLimits(settings.batch_max_records, settings.batch_max_ms),
+        limits=BatchLimits(
+            settings.batch_max_records, settings.batch_max_ms, settings.decoded_cache
+        ),
     )
     topic = settings.topic("touchpoints")
 

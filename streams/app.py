@@ -143,6 +143,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         return int(raw) if raw else None
 
     transport.applied_position = applied_position
+    transport.fetch_max_wait_ms = settings.fetch_max_wait_ms
 
     def batch_done(batch: Batch) -> None:
         app.consumer.ack_batch(batch.records)
@@ -154,7 +155,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         settings.timer_resolution_seconds * 1000,
         tables,
         KafkaSink(app, specs, tables, batch_done),
-        BatchLimits(settings.batch_max_records, settings.batch_max_ms),
+        BatchLimits(settings.batch_max_records, settings.batch_max_ms, settings.decoded_cache),
     )
     transport.apply = engine.process
 

@@ -33,10 +33,10 @@ implements them over dicts for replay and the tests.
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import orjson
 
@@ -106,15 +106,67 @@ class TableReader(Protocol):
 #: partition -> table -> key -> new value (None: delete).
 Changes = dict[int, dict[str, dict[bytes, bytes | None]]]
 
+T = TypeVar("T")
+
+
+class Decoded(Generic[T]):
+    """Table records decoded before, kept with the bytes they were decoded
+    from (or encoded to) and reused while the committed record is those same
+    bytes. Nothing needs invalidating: a rebalance, a table recovery or a
+    write that never happened leaves other bytes in the store, and the record
+    is decoded again. Decoded values are immutable (frozen models), so a
+    batch that changes one makes a new one. At most ``entries`` are kept,
+    least recently used first out; 0 keeps none."""
+
+    def __init__(self, decode: Callable[[bytes], T], entries: int) -> None:
+        self._decode = decode
+        self.entries = entries
+        self._items: OrderedDict[bytes, tuple[bytes, T]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def decode(self, key: bytes, raw: bytes) -> T:
+        known = self._items.get(key)
+        if known is not None and (known[0] is raw or known[0] == raw):
+            self._items.move_to_end(key)
+            self.hits += 1
+            return known[1]
+        self.misses += 1
+        value = self._decode(raw)
+        self.remember(key, raw, value)
+        return value
+
+    def remember(self, key: bytes, raw: bytes, value: T) -> None:
+        if not self.entries:
+            return
+        items = self._items
+        items[key] = (raw, value)
+        items.move_to_end(key)
+        if len(items) > self.entries:
+            items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
 
 class PartitionView:
     """One partition's tables as a batch sees them: reads fall through to the
-    committed state once per key (decoded), writes stay here until the batch
-    is written, and each changed key is encoded once."""
+    committed state once per key (decoded, or taken from the engine's
+    :class:`Decoded` records while the committed bytes are the same), writes
+    stay here until the batch is written, and each changed key is encoded
+    once."""
 
-    def __init__(self, reader: TableReader, partition: int) -> None:
+    def __init__(
+        self,
+        reader: TableReader,
+        partition: int,
+        aliases: Decoded[Alias] | None = None,
+        journeys: Decoded[JourneyState] | None = None,
+    ) -> None:
         self.reader = reader
         self.partition = partition
+        self._decoded_aliases = Decoded(decode_alias, 0) if aliases is None else aliases
+        self._decoded_journeys = Decoded(decode_state, 0) if journeys is None else journeys
         self._aliases: dict[str, Alias | None] = {}
         self._journeys: dict[str, JourneyState | None] = {}
         self._timers: dict[bytes, bytes | None] = {}
@@ -126,8 +178,9 @@ class PartitionView:
         try:
             return self._aliases[key]
         except KeyError:
-            raw = self.reader.read("aliases", self.partition, key.encode())
-            alias = self._aliases[key] = decode_alias(raw) if raw else None
+            k = key.encode()
+            raw = self.reader.read("aliases", self.partition, k)
+            alias = self._aliases[key] = self._decoded_aliases.decode(k, raw) if raw else None
             return alias
 
     def set_alias(self, key: str, alias: Alias | None) -> None:
@@ -138,8 +191,11 @@ class PartitionView:
         try:
             return self._journeys[customer_id]
         except KeyError:
-            raw = self.reader.read("journeys", self.partition, customer_id.encode())
-            state = self._journeys[customer_id] = decode_state(raw) if raw else None
+            k = customer_id.encode()
+            raw = self.reader.read("journeys", self.partition, k)
+            state = self._journeys[customer_id] = (
+                self._decoded_journeys.decode(k, raw) if raw else None
+            )
             return state
 
     def set_journey(self, customer_id: str, state: JourneyState | None) -> None:
@@ -168,18 +224,35 @@ class PartitionView:
         """Every changed key, encoded (None: deleted)."""
         out: dict[str, dict[bytes, bytes | None]] = {}
         if self._dirty_aliases:
-            out["aliases"] = {
-                k.encode(): None if (a := self._aliases[k]) is None else encode_alias(a)
-                for k in self._dirty_aliases
-            }
+            out["aliases"] = _encoded(
+                self._aliases, self._dirty_aliases, encode_alias, self._decoded_aliases
+            )
         if self._dirty_journeys:
-            out["journeys"] = {
-                k.encode(): None if (j := self._journeys[k]) is None else encode_state(j)
-                for k in self._dirty_journeys
-            }
+            out["journeys"] = _encoded(
+                self._journeys, self._dirty_journeys, encode_state, self._decoded_journeys
+            )
         if self._dirty_timers:
             out["timers"] = {k: self._timers[k] for k in self._dirty_timers}
         return out
+
+
+def _encoded(
+    values: dict[str, T | None],
+    dirty: set[str],
+    encode: Callable[[T], bytes],
+    decoded: Decoded[T],
+) -> dict[bytes, bytes | None]:
+    """The changed keys' records (None: deleted), remembered as decoded."""
+    out: dict[bytes, bytes | None] = {}
+    for key in dirty:
+        value = values[key]
+        k = key.encode()
+        if value is None:
+            out[k] = None
+        else:
+            raw = out[k] = encode(value)
+            decoded.remember(k, raw, value)
+    return out
 
 
 @dataclass
@@ -226,6 +299,8 @@ class BatchLimits:
     records: int = 1000
     #: A batch is closed once stepping it took this long, records left or not.
     millis: float = 50.0
+    #: Decoded journeys (and as many aliases) kept across batches (``Decoded``).
+    decoded: int = 10_000
 
 
 class BatchEngine:
@@ -249,6 +324,8 @@ class BatchEngine:
         #: One due-time index per partition, pointed at each batch's view (it
         #: keeps the partition's decoded clock while its record is unchanged).
         self._indexes: dict[int, TimerIndex] = {}
+        self.decoded_aliases = Decoded(decode_alias, self.limits.decoded)
+        self.decoded_journeys = Decoded(decode_state, self.limits.decoded)
 
     async def process(self, records: Sequence[Record]) -> None:
         """Apply ``records`` (each partition's in offset order), in batches."""
@@ -327,7 +404,9 @@ class BatchEngine:
     def _view(self, batch: Batch, partition: int) -> PartitionView:
         view = batch.views.get(partition)
         if view is None:
-            view = batch.views[partition] = PartitionView(self.reader, partition)
+            view = batch.views[partition] = PartitionView(
+                self.reader, partition, self.decoded_aliases, self.decoded_journeys
+            )
         return view
 
     def _index(self, view: PartitionView) -> TimerIndex:

@@ -406,9 +406,13 @@ def up(rate: float, kafka_port: int, web_port: int | None) -> None:
     """The main job: broker (unless configured), worker, simulated traffic, live output.
 
     Prints actions, alerts, live triggers and One-ID merges as they happen
-    until Ctrl-C, then stops everything it started.
+    until Ctrl-C, then stops everything it started (also on SIGTERM or
+    SIGHUP: a service manager, ``timeout`` or a closed terminal).
     """
     from streams import broker
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
 
     settings = load_settings(web_port=web_port)
     started_broker: Path | None = None
@@ -461,6 +465,11 @@ def up(rate: float, kafka_port: int, web_port: int | None) -> None:
             if started_broker is not None:
                 broker.stop(data_dir=started_broker)
         _say("stopped")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Stop ``up`` as Ctrl-C does, so it stops what it started."""
+    raise KeyboardInterrupt
 
 
 def _say(message: str) -> None:

@@ -64,6 +64,22 @@ class Settings(BaseSettings):
         description="A batch is closed after stepping it took this long, records left or not, "
         "so outputs of a large fetch are not held back.",
     )
+    fetch_max_wait_ms: int = Field(
+        default=20,
+        ge=1,
+        le=1500,
+        description="Longest the broker holds a fetch that has nothing to return. Records of "
+        "partitions left out of a pending fetch wait this long, so it bounds latency "
+        "(Faust's own 1,500 ms held events ~1 s per stage); each idle worker sends about "
+        "1000/this fetches a second.",
+    )
+    decoded_cache: int = Field(
+        default=10_000,
+        ge=0,
+        description="Decoded journeys (and as many aliases) a worker keeps between batches, "
+        "reused while their stored record is unchanged; about 10 kB each. 0 decodes every "
+        "record on every batch.",
+    )
     session_timeout_seconds: float = Field(
         default=30.0,
         ge=6,

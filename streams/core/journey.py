@@ -870,8 +870,17 @@ def mark_fired(state: JourneyState, key: str, limits: JourneyLimits) -> JourneyS
 
 
 def encode_state(state: JourneyState) -> bytes:
-    """The table record of a journey (JSON, so it can be read by any tool)."""
-    return state.__pydantic_serializer__.to_json(state)
+    """The table record of a journey (JSON, so it can be read by any tool).
+
+    Fields at their defaults (empty lists and maps, zeros, nulls) are left
+    out, as a reader fills them in (:func:`decode_state`): a journey is
+    written on every change, and most customers use few of its fields.
+    ``version`` is always written first.
+    """
+    body = state.__pydantic_serializer__.to_json(state, exclude_defaults=True)
+    if state.version != STATE_VERSION:  # not a default: the serializer wrote it
+        return body
+    return b'{"version":%d,%s' % (STATE_VERSION, body[1:])
 
 
 def decode_state(raw: bytes) -> JourneyState:

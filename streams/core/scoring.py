@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -130,11 +131,19 @@ class Scoring(BaseModel):
         return self.engagement_half_life_days * DAY_MS
 
     def points(self, event: TouchpointEvent) -> int:
-        return sum(
-            rule.points
-            for rule in self.lead_points
-            if event.event_type in rule.on and all(c.holds(None, event) for c in rule.when)
-        )
+        rules = self._points_by_type.get(event.event_type)
+        if not rules:
+            return 0
+        return sum(rule.points for rule in rules if all(c.holds(None, event) for c in rule.when))
+
+    @cached_property
+    def _points_by_type(self) -> dict[str, tuple[PointRule, ...]]:
+        """Event type -> the point rules on it, in file order."""
+        out: dict[str, list[PointRule]] = {}
+        for rule in self.lead_points:
+            for event_type in dict.fromkeys(rule.on):
+                out.setdefault(event_type, []).append(rule)
+        return {k: tuple(v) for k, v in out.items()}
 
 
 def parse_scoring(data: Any) -> Scoring:

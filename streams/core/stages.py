@@ -119,7 +119,11 @@ class StageModel(BaseModel):
 
     def decayed(self, stage_id: str | None) -> bool:
         """Is this a stage a journey decays into (outside the forward order)?"""
-        return any(rule.to == stage_id for rule in self.decay)
+        return stage_id in self._decay_targets
+
+    @cached_property
+    def _decay_targets(self) -> frozenset[str]:
+        return frozenset(rule.to for rule in self.decay)
 
     def rank(self, stage_id: str | None) -> int:
         for i, stage in enumerate(self.stages):

@@ -133,17 +133,57 @@ def test_a_tick_moves_the_clock_of_its_partition_only() -> None:
     assert all(rt.index.clock(p) is None for p in range(4) if p != partition)
 
 
+def simulated(seed: int, customers: int, n: int) -> list[bytes]:
+    config = SimulationConfig(
+        seed=seed, customers=customers, start=datetime(2026, 11, 23, tzinfo=UTC)
+    )
+    return [r.value for r in itertools.islice(simulate(config), n)]
+
+
+def applied(raws: list[bytes], **limits: float) -> tuple[LocalRuntime, tuple[object, ...]]:
+    """A runtime that applied ``raws``, and what a user sees of it."""
+    rt = runtime(**limits)
+    asyncio.run(rt.admit(touchpoints(raws)))
+    asyncio.run(rt.run())
+    return rt, (rt.journeys, sorted(o.id for o in rt.outputs), rt.counts)
+
+
 def test_batches_of_any_size_give_the_same_journeys_and_outputs() -> None:
-    config = SimulationConfig(seed=9, customers=80, start=datetime(2026, 11, 23, tzinfo=UTC))
-    raws = [r.value for r in itertools.islice(simulate(config), 1500)]
-    results = []
-    for limit in (1, 13, 1000):
-        rt = runtime(records=limit)
-        asyncio.run(rt.admit(touchpoints(raws)))
-        asyncio.run(rt.run())
-        results.append((rt.journeys, sorted(o.id for o in rt.outputs), rt.counts))
+    raws = simulated(9, 80, 1500)
+    results = [applied(raws, records=limit)[1] for limit in (1, 13, 1000)]
     assert results[0] == results[1] == results[2]
-    assert results[0][2]["processed"] > 1000
+    counts = results[0][2]
+    assert isinstance(counts, dict) and counts["processed"] > 1000
+
+
+def test_a_journey_whose_stored_record_changed_is_read_from_the_store() -> None:
+    # the engine keeps decoded journeys between batches; a record replaced
+    # under it (a rebalance, a table recovery, a write that never happened)
+    # must win over what it remembers
+    rt = runtime()
+    asyncio.run(rt.admit(touchpoints(comments(3))))
+    asyncio.run(rt.run())
+    [key] = rt.journeys
+    after_three = rt.journeys[key]
+    more = comments(6)[3:]
+    asyncio.run(rt.admit(touchpoints(more[:2])))
+    asyncio.run(rt.run())
+    assert rt.engine.decoded_journeys.hits > 0
+    rt.journeys[key] = after_three  # the store goes back to three events
+    asyncio.run(rt.admit(touchpoints(more[2:])))
+    asyncio.run(rt.run())
+    state = rt.journey_of("live_viewer_id:douyin:88231")
+    assert state is not None and state.events_total == 4
+
+
+def test_remembering_decoded_records_changes_no_result() -> None:
+    raws = simulated(3, 60, 800)
+    results = []
+    for decoded in (0, 5, 10_000):
+        rt, seen = applied(raws, decoded=decoded)
+        assert len(rt.engine.decoded_journeys) <= decoded
+        results.append(seen)
+    assert results[0] == results[1] == results[2]
 
 
 def test_bad_input_becomes_a_dead_letter_and_the_batch_goes_on() -> None:

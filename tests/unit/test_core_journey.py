@@ -595,6 +595,18 @@ def test_encode_decode_round_trip() -> None:
     assert encode_state(decode_state(raw)) == raw
 
 
+def test_a_journey_record_leaves_out_what_a_reader_fills_in() -> None:
+    fresh = JourneyState(customer_id="member_id:M-1", identifiers=("member_id:M-1",))
+    raw = encode_state(fresh)
+    # every empty list, map, zero and null is a default: only what is known is written
+    assert raw.startswith(b'{"version":%d,' % STATE_VERSION)
+    assert set(orjson.loads(raw)) == {"version", "customer_id", "identifiers"}
+    assert decode_state(raw) == fresh
+    legacy = fresh.model_copy(update={"progress": None})  # a v4 journey: not a default
+    assert orjson.loads(encode_state(legacy))["progress"] is None
+    assert decode_state(encode_state(legacy)).progress is None
+
+
 def test_tighter_limits_are_honoured() -> None:
     small = CoreConfig(
         shipped_config().stage_model,

@@ -36,8 +36,13 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "exists": lambda a, _b: a is not None and a != "",
     "missing": lambda a, _b: a is None or a == "",
     "in": lambda a, b: a in b,
-    "contains_any": lambda a, b: isinstance(a, str) and any(w in a.lower() for w in b),
+    "contains_any": lambda a, b: isinstance(a, str) and _contains_any(a.lower(), b),
 }
+
+
+def _contains_any(text: str, words: list[str]) -> bool:
+    return any(w in text for w in words)
+
 
 #: Something that yields the value of a metric name: a mapping or a callable.
 Metrics = Mapping[str, Any] | Callable[[str], Any] | None

@@ -1,0 +1,153 @@
+"""Online models (``models/``): features at a decision, propensity models and
+their snapshots, and quality measured from recorded scores and later labels."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+from factories import T0, Journey, epoch_ms
+
+from models.features import NEVER_DAYS, journey_features
+from models.propensity import ModelSpec, SnapshotError, build, load, snapshot_header
+from models.quality import RollingQuality, exact_auc
+
+# --- features -------------------------------------------------------------------
+
+
+def test_features_are_what_the_journey_held_at_the_decision() -> None:
+    j = Journey()
+    j.send("live.view_start", context={"live_room_id": "room-1"})
+    j.send("live.comment", text="多少钱", at=T0 + timedelta(minutes=1))
+    assert j.state is not None
+    decided_at = epoch_ms(T0 + timedelta(minutes=1))
+    recorded = journey_features(j.state, decided_at, j.config.scoring, in_live_room=True)
+    before = dict(recorded)
+
+    # the customer buys later: the journey changes, the recorded features do not
+    j.send("live.order", order_id="O-1", amount_minor=19900, at=T0 + timedelta(hours=2))
+    assert j.state is not None
+    assert recorded == before
+    assert recorded["transactions"] == 0.0 and recorded["recency_days"] == NEVER_DAYS
+    later = journey_features(j.state, epoch_ms(T0 + timedelta(hours=2)), j.config.scoring)
+    assert later["transactions"] == 1.0 and later["recency_days"] == 0.0
+    # an order is not a touch: the livestream engagement only decayed since
+    assert later["eng:channel:livestream"] < recorded["eng:channel:livestream"]
+
+
+def test_hour_and_weekday_are_the_customers_local_time() -> None:
+    j = Journey()
+    j.send("live.comment", text="hi")  # T0 is 20:00 in Shanghai, a Monday
+    assert j.state is not None
+    at = epoch_ms(T0)
+    shanghai = journey_features(j.state, at)
+    assert shanghai["dow=mon"] == 1.0
+    assert shanghai["hour_sin"] == pytest.approx(-0.8660254, abs=1e-6)  # 20:00
+    london = journey_features(j.state, at, timezone="Europe/London")  # 12:00 there
+    assert london["hour_sin"] == pytest.approx(0.0, abs=1e-9) and london["hour_cos"] == -1.0
+
+
+# --- propensity models ----------------------------------------------------------
+
+
+def _stream(n: int, seed: int) -> list[tuple[dict[str, float], bool]]:
+    """Customers who engage more and asked about price buy more often."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        engaged = rng.random() * 10
+        asked = rng.random() < 0.3
+        p = 0.05 + 0.08 * engaged + (0.2 if asked else 0.0)
+        x = {"eng:channel:livestream": engaged, "asked_price": float(asked), "noise": rng.random()}
+        out.append((x, rng.random() < min(0.95, p)))
+    return out
+
+
+def test_a_model_learns_who_buys_and_is_ready_only_after_enough_examples() -> None:
+    model = build(ModelSpec(target="convert", min_examples=500))
+    quality = RollingQuality(window=2_000)
+    for i, (x, y) in enumerate(_stream(3_000, seed=1)):
+        if i == 499:
+            assert not model.ready
+        quality.add(model.score(x), y)  # scored before the label is known
+        model.learn(x, y)
+    assert model.ready and model.examples == 3_000
+    assert 0 < model.positives < 3_000
+    auc = quality.auc()
+    assert auc is not None and auc > 0.75  # far above chance on this stream
+    calibration = quality.calibration_error()
+    assert calibration is not None and calibration < 0.1
+
+
+def test_the_same_examples_give_the_same_model() -> None:
+    examples = _stream(400, seed=2)
+    a, b = build(ModelSpec(target="churn")), build(ModelSpec(target="churn"))
+    for x, y in examples:
+        a.learn(x, y)
+        b.learn(x, y)
+    assert a.snapshot() == b.snapshot()
+
+
+def test_a_snapshot_scores_exactly_as_the_model_and_carries_its_counts() -> None:
+    model = build(ModelSpec(target="convert", min_examples=10))
+    for x, y in _stream(200, seed=3):
+        model.learn(x, y)
+    raw = model.snapshot(event_time_ms=123)
+    again = model.snapshot()
+    header = snapshot_header(again)
+    assert header["version"] == 2 and header["examples"] == 200
+    loaded = load(raw)
+    assert loaded.version == 1 and loaded.examples == 200 and loaded.ready
+    assert loaded.meta == {"event_time_ms": 123}
+    for x, _ in _stream(50, seed=4):
+        assert loaded.score(x) == model.score(x)
+    assert len(raw) < 16_384  # travels in one Kafka record with room to spare
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"JFM",
+        b"XYZ\x01\x00\x00\x00\x02{}",
+        b"JFM\x09\x00\x00\x00\x02{}",
+        b"JFM\x01\x00\x00\x00\x02{}junk",
+    ],
+    ids=["empty", "short", "foreign", "newer-format", "corrupt-body"],
+)
+def test_bytes_that_are_not_a_snapshot_are_refused_clearly(raw: bytes) -> None:
+    with pytest.raises(SnapshotError):
+        load(raw)
+
+
+# --- quality ----------------------------------------------------------------------
+
+
+def _brute_auc(pairs: list[tuple[float, bool]]) -> float:
+    pos = [s for s, y in pairs if y]
+    neg = [s for s, y in pairs if not y]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_auc_is_exact_with_ties() -> None:
+    rng = random.Random(5)
+    pairs = [(round(rng.random(), 1), rng.random() < 0.4) for _ in range(300)]  # many ties
+    assert exact_auc(pairs) == pytest.approx(_brute_auc(pairs), abs=1e-12)
+    assert exact_auc([(0.3, True), (0.3, False)]) == 0.5
+    assert exact_auc([(0.9, True), (0.8, True)]) is None  # no negative: undefined
+
+
+def test_quality_covers_the_newest_window_only() -> None:
+    q = RollingQuality(window=4, bins=2)
+    for score, label in [(0.9, False), (0.9, False), (0.1, True), (0.2, False)]:
+        q.add(score, label)
+    assert q.auc() == 0.0  # the one buyer scored below every non-buyer
+    for score, label in [(0.8, True), (0.7, True), (0.3, False), (0.1, False)]:
+        q.add(score, label)
+    assert len(q) == 4 and q.seen == 8 and q.auc() == 1.0
+    [low, high] = q.calibration()
+    assert (low.count, low.positive_rate, high.count, high.positive_rate) == (2, 0.0, 2, 1.0)
+    with pytest.raises(ValueError):
+        q.add(1.5, True)

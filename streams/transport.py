@@ -167,8 +167,11 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     partition whose last records were being applied when that fetch left
     (so it was not in it) waited up to 1.5 s for it to come back. At 600
     events/s this held every record ~1 s per stage, with the worker half
-    idle. ``AIOKafkaConsumer._fetch_max_wait_ms`` (aiokafka 0.14, read when
-    the consumer starts) is set before it starts.
+    idle. Internals relied on (faust-streaming 0.15, aiokafka 0.14, both
+    pinned): Faust's ``Consumer._new_consumer_thread`` and
+    ``AIOKafkaConsumerThread._create_worker_consumer`` (which builds the
+    aiokafka consumer), and ``AIOKafkaConsumer._fetch_max_wait_ms`` (read
+    when the consumer starts), set before it starts.
     """
 
     def _create_worker_consumer(self, transport: Any) -> Any:

@@ -58,7 +58,7 @@ def journey_features(
     live room that is on now.
     """
     scoring = scoring or Scoring()
-    x: Features = {"bias_seen": 1.0}
+    x: Features = {}
     if state.stage is not None:
         x[f"stage={state.stage}"] = 1.0
     x["events_log"] = _log(state.events_total)

@@ -10,6 +10,7 @@ import pytest
 from factories import T0, Journey, epoch_ms
 
 from models.features import NEVER_DAYS, journey_features
+from models.labels import HOUR, Decision, Target, add_decision, on_clock, on_transaction
 from models.propensity import ModelSpec, SnapshotError, build, load, snapshot_header
 from models.quality import RollingQuality, exact_auc
 
@@ -151,3 +152,49 @@ def test_quality_covers_the_newest_window_only() -> None:
     assert (low.count, low.positive_rate, high.count, high.positive_rate) == (2, 0.0, 2, 1.0)
     with pytest.raises(ValueError):
         q.add(1.5, True)
+
+
+# --- delayed labels ---------------------------------------------------------------
+
+H = HOUR * 72
+
+
+def _decision(i: int, at_h: float, target: Target = "convert") -> Decision:
+    return Decision(f"d{i}", target, int(at_h * HOUR), {"lead_score": float(i)}, 0.1 * i)
+
+
+def test_a_purchase_within_the_horizon_labels_open_decisions_positive() -> None:
+    open_ = (_decision(1, 0), _decision(2, 10), _decision(3, 100))
+    open_, settled, examples = on_transaction(open_, (), int(50 * HOUR), H)
+    assert [(e.decision_id, e.label) for e in examples] == [("d1", True), ("d2", True)]
+    assert [d.decision_id for d in open_] == ["d3"]  # decided after the purchase: still open
+    assert examples[0].features == {"lead_score": 1.0} and examples[0].score == 0.1
+    assert settled == examples
+
+
+def test_the_clock_labels_a_silent_customer_and_a_late_order_corrects_it() -> None:
+    open_ = (_decision(1, 0), _decision(2, 0, target="churn"))
+    open_, settled, examples = on_clock(open_, (), int(71 * HOUR), H)
+    assert examples == () and len(open_) == 2  # horizon not passed yet
+    open_, settled, examples = on_clock(open_, settled, int(73 * HOUR), H)
+    assert [(e.decision_id, e.label) for e in examples] == [("d1", False), ("d2", True)]
+    assert open_ == ()
+    # an order of hour 60, reported late (after the clock labelled both)
+    _, settled, fixes = on_transaction(open_, settled, int(60 * HOUR), H)
+    assert [(e.decision_id, e.label, e.correction) for e in fixes] == [
+        ("d1", True, True),
+        ("d2", False, True),
+    ]
+    # the same late order again corrects nothing more
+    assert on_transaction((), settled, int(60 * HOUR), H)[2] == ()
+
+
+def test_open_decisions_are_bounded_and_a_repeat_is_ignored() -> None:
+    open_: tuple[Decision, ...] = ()
+    dropped = []
+    for i in range(5):
+        open_, gone = add_decision(open_, _decision(i, i), limit=3)
+        dropped.append(gone)
+    assert [d.decision_id for d in open_] == ["d2", "d3", "d4"]
+    assert [g.decision_id for g in dropped if g is not None] == ["d0", "d1"]
+    assert add_decision(open_, _decision(4, 4), limit=3) == (open_, None)

@@ -25,7 +25,7 @@ corrections).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from models.features import Features
@@ -116,8 +116,7 @@ def on_transaction(
     for e in settled:
         bought = _label(e.target, True)
         if e.label != bought and e.at_ms <= at_ms <= e.at_ms + horizon_ms:
-            fixed = Decision(e.decision_id, e.target, e.at_ms, e.features, e.score)
-            examples.append(_example(fixed, True, at_ms, correction=True))
+            examples.append(replace(e, label=bought, labelled_ms=at_ms, correction=True))
         else:
             kept.append(e)
     settled_now = (*kept, *examples)[-limit:]

@@ -127,7 +127,7 @@ class Decoded(Generic[T]):
 
     def decode(self, key: bytes, raw: bytes) -> T:
         known = self._items.get(key)
-        if known is not None and (known[0] is raw or known[0] == raw):
+        if known is not None and known[0] == raw:  # bytes equality tries identity first
             self._items.move_to_end(key)
             self.hits += 1
             return known[1]
@@ -174,14 +174,20 @@ class PartitionView:
         self._dirty_journeys: set[str] = set()
         self._dirty_timers: set[bytes] = set()
 
+    def _load(
+        self, values: dict[str, T | None], table: str, decoded: Decoded[T], key: str
+    ) -> T | None:
+        """A key's committed record, decoded (or as decoded before), kept for the batch."""
+        k = key.encode()
+        raw = self.reader.read(table, self.partition, k)
+        value = values[key] = decoded.decode(k, raw) if raw else None
+        return value
+
     def alias(self, key: str) -> Alias | None:
         try:
             return self._aliases[key]
         except KeyError:
-            k = key.encode()
-            raw = self.reader.read("aliases", self.partition, k)
-            alias = self._aliases[key] = self._decoded_aliases.decode(k, raw) if raw else None
-            return alias
+            return self._load(self._aliases, "aliases", self._decoded_aliases, key)
 
     def set_alias(self, key: str, alias: Alias | None) -> None:
         self._aliases[key] = alias
@@ -191,12 +197,7 @@ class PartitionView:
         try:
             return self._journeys[customer_id]
         except KeyError:
-            k = customer_id.encode()
-            raw = self.reader.read("journeys", self.partition, k)
-            state = self._journeys[customer_id] = (
-                self._decoded_journeys.decode(k, raw) if raw else None
-            )
-            return state
+            return self._load(self._journeys, "journeys", self._decoded_journeys, customer_id)
 
     def set_journey(self, customer_id: str, state: JourneyState | None) -> None:
         self._journeys[customer_id] = state

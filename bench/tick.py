@@ -76,10 +76,9 @@ from schemas.codec import encode
 from schemas.outputs import DeadLetter
 from streams.broker import KAFKA_VERSION
 from streams.config import core_config, ingest_policy
-from streams.core.engine import step, tick
+from streams.core.engine import TickResult, step, tick
 from streams.core.ingest import Admitted, RecordMeta, admit
 from streams.core.journey import JourneyState, decode_state, encode_state
-from streams.core.rules import Output
 from streams.core.timers import PartitionClock
 from streams.settings import Settings
 from streams.simulate import SimulationConfig, simulate
@@ -115,10 +114,10 @@ class Shell:
         self.index = TimerIndex(self.timers, EncodedJourneys(self.journeys), width_ms)
         self.emitted = 0
 
-    def emit(self, outputs: tuple[Output, ...]) -> None:
+    def emit(self, result: TickResult) -> None:
         """The worker's per-output work before Kafka: stamp, encode (nothing is sent)."""
         now = datetime.now(UTC)
-        for output in outputs:
+        for output in result.outputs:
             encode(output.model_copy(update={"emitted_at": now}))
             self.emitted += 1
 

@@ -23,12 +23,15 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from models.labels import Features
 from streams.core.journey import JourneyState
 from streams.core.scoring import DAY_MS, Scoring, decayed_at
 
-#: A model's input: feature name -> value.
-Features = dict[str, float]
+__all__ = ["NEVER_DAYS", "Features", "journey_features"]
 
+#: Decimals kept: a recorded decision is stored with its features, and
+#: what is stored is exactly what the model was shown.
+ROUND = 4
 #: Days a missing recency counts as (never bought: as if long ago).
 NEVER_DAYS = 365.0
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -82,9 +85,9 @@ def journey_features(
         x[f"feedback:{outcome}"] = _log(n)
     local = datetime.fromtimestamp(at_ms / 1000, tz=UTC).astimezone(_zone(timezone))
     hour = local.hour + local.minute / 60
-    x["hour_sin"] = round(math.sin(2 * math.pi * hour / 24), 12)
-    x["hour_cos"] = round(math.cos(2 * math.pi * hour / 24), 12)
+    x["hour_sin"] = math.sin(2 * math.pi * hour / 24)
+    x["hour_cos"] = math.cos(2 * math.pi * hour / 24)
     x[f"dow={_WEEKDAYS[local.weekday()]}"] = 1.0
     if in_live_room:
         x["in_live_room"] = 1.0
-    return x
+    return {name: round(value, ROUND) for name, value in x.items()}

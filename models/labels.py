@@ -1,48 +1,62 @@
 """Delayed labels from event time: a decision's outcome is known only later.
 
-A decision (scored features at an event-time instant) stays open until its
-outcome is known:
+A decision (the customer's features at an event-time instant, scored for
+each target) stays open until the outcome of each of its targets is known:
 
-- a transaction at or after the decision and within the horizon makes a
-  ``convert`` decision positive (a ``churn`` decision negative: the customer
-  did not leave);
-- once the partition's event-time clock passes the decision's horizon with
-  no transaction, the decision is labelled the other way (also for a
-  customer who never comes back: the idle tick moves the clock);
-- a transaction that arrives late, after its decision was already labelled
-  by the clock, corrects the label (an :class:`Example` with ``correction``).
+- a transaction at or after the decision and within a target's horizon
+  labels ``convert`` positive (and ``churn`` negative: the customer did not
+  leave);
+- once the partition's event-time clock passes a target's horizon with no
+  transaction, that target is labelled the other way (also for a customer
+  who never comes back: the idle tick moves the clock);
+- a transaction that arrives late, after the clock labelled a target, corrects
+  the label (an :class:`Example` with ``correction``); the clock-labelled
+  examples are kept (``limit``) for that.
 
-Only the decision's own features and score go into the example: nothing
+Only the decision's own features and scores go into an example: nothing
 after the decision leaks in. Everything here is pure and bounded per
-customer (``limit`` open decisions, ``limit`` labelled ones kept for late
-corrections).
+customer.
 
->>> open_ = (Decision("d1", "convert", 0, {"lead_score": 5.0}, 0.4),)
->>> open_, settled, examples = on_transaction(open_, (), at_ms=3_600_000, horizon_ms=HOUR * 72)
->>> [(e.decision_id, e.label) for e in examples], open_
-([('d1', True)], ())
+>>> d = Decision("d1", 0, {"lead_score": 5.0}, {"convert": 0.4, "churn": 0.2})
+>>> horizons = {"convert": 72 * HOUR, "churn": 14 * 24 * HOUR}
+>>> open_, labelled, examples = on_transaction((d,), (), 3_600_000, horizons)
+>>> [(e.target, e.label) for e in examples], open_, labelled
+([('convert', True), ('churn', False)], (), ())
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
-
-from models.features import Features
 
 HOUR = 3_600_000
 Target = Literal["convert", "churn"]
+TARGETS: tuple[Target, ...] = ("convert", "churn")
+
+#: A model's input: feature name -> value (``models.features``).
+Features = dict[str, float]
+#: Target -> event-time milliseconds within which its outcome counts.
+Horizons = dict[str, int]
 
 
 @dataclass(frozen=True)
 class Decision:
-    """A scored decision waiting for its label."""
+    """A scored decision waiting for its labels."""
 
     decision_id: str
-    target: Target
     at_ms: int
     features: Features
-    score: float
+    #: Target -> score given at the decision, for the targets still waiting
+    #: for their label (a target leaves when labelled; the decision closes
+    #: when none is left).
+    scores: dict[str, float]
+    #: Target -> version of the model snapshot that gave the score (0: an
+    #: untrained model).
+    versions: dict[str, int] = field(default_factory=dict)
+
+    def due_ms(self, horizons: Horizons) -> tuple[int, ...]:
+        """Event times at which the clock labels the open targets."""
+        return tuple(sorted({self.at_ms + horizons[t] + 1 for t in self.scores if t in horizons}))
 
 
 @dataclass(frozen=True)
@@ -50,10 +64,11 @@ class Example:
     """A labelled decision: what the trainer learns from and quality is measured on."""
 
     decision_id: str
-    target: Target
+    target: str
     at_ms: int
     features: Features
     score: float
+    version: int
     label: bool
     #: Event time at which the label became known.
     labelled_ms: int
@@ -61,21 +76,32 @@ class Example:
     correction: bool = False
 
 
-def _label(target: Target, bought: bool) -> bool:
+def _label(target: str, bought: bool) -> bool:
     return bought if target == "convert" else not bought
 
 
-def _example(d: Decision, bought: bool, at_ms: int, correction: bool = False) -> Example:
+def _example(d: Decision, target: str, bought: bool, at_ms: int) -> Example:
     return Example(
         d.decision_id,
-        d.target,
+        target,
         d.at_ms,
         d.features,
-        d.score,
-        _label(d.target, bought),
+        d.scores[target],
+        d.versions.get(target, 0),
+        _label(target, bought),
         at_ms,
-        correction,
     )
+
+
+def _without(d: Decision, done: set[str]) -> Decision | None:
+    """The decision with ``done`` targets labelled (None: nothing left open)."""
+    if not done:
+        return d
+    scores = {t: s for t, s in d.scores.items() if t not in done}
+    if not scores:
+        return None
+    versions = {t: v for t, v in d.versions.items() if t in scores}
+    return replace(d, scores=scores, versions=versions)
 
 
 def add_decision(
@@ -93,48 +119,75 @@ def add_decision(
 
 def on_transaction(
     open_: tuple[Decision, ...],
-    settled: tuple[Example, ...],
+    labelled: tuple[Example, ...],
     at_ms: int,
-    horizon_ms: int,
-    limit: int = 16,
+    horizons: Horizons,
+    limit: int = 4,
 ) -> tuple[tuple[Decision, ...], tuple[Example, ...], tuple[Example, ...]]:
-    """A transaction at ``at_ms``: ``(still open, settled, new examples)``.
+    """A transaction at ``at_ms``: ``(still open, clock-labelled kept, new examples)``.
 
-    Open decisions it falls within the horizon of are labelled; decisions
-    the clock already labelled as not bought, that it falls within, are
-    corrected. ``settled`` keeps the newest ``limit`` labelled decisions for
-    such corrections.
+    Open targets it falls within the horizon of are labelled; targets the
+    clock already labelled as not bought, that it falls within, are
+    corrected (and leave ``labelled``: a transaction's label is final).
     """
     examples: list[Example] = []
     still: list[Decision] = []
     for d in open_:
-        if d.at_ms <= at_ms <= d.at_ms + horizon_ms:
-            examples.append(_example(d, True, at_ms))
-        else:
-            still.append(d)
+        done = {t for t in d.scores if t in horizons and d.at_ms <= at_ms <= d.at_ms + horizons[t]}
+        examples.extend(_example(d, t, True, at_ms) for t in d.scores if t in done)
+        left = _without(d, done)
+        if left is not None:
+            still.append(left)
     kept: list[Example] = []
-    for e in settled:
+    for e in labelled:
         bought = _label(e.target, True)
-        if e.label != bought and e.at_ms <= at_ms <= e.at_ms + horizon_ms:
+        horizon = horizons.get(e.target)
+        if horizon is not None and e.label != bought and e.at_ms <= at_ms <= e.at_ms + horizon:
             examples.append(replace(e, label=bought, labelled_ms=at_ms, correction=True))
         else:
             kept.append(e)
-    settled_now = (*kept, *examples)[-limit:]
-    return tuple(still), settled_now, tuple(examples)
+    return tuple(still), tuple(kept[-limit:]), tuple(examples)
 
 
 def on_clock(
     open_: tuple[Decision, ...],
-    settled: tuple[Example, ...],
+    labelled: tuple[Example, ...],
     clock_ms: int,
-    horizon_ms: int,
-    limit: int = 16,
+    horizons: Horizons,
+    limit: int = 4,
 ) -> tuple[tuple[Decision, ...], tuple[Example, ...], tuple[Example, ...]]:
-    """The partition's event-time clock reached ``clock_ms``: decisions whose
+    """The partition's event-time clock reached ``clock_ms``: targets whose
     horizon has passed without a transaction are labelled ``not bought``."""
-    examples = tuple(_example(d, False, clock_ms) for d in open_ if d.at_ms + horizon_ms < clock_ms)
+    examples: list[Example] = []
+    still: list[Decision] = []
+    for d in open_:
+        done = {t for t in d.scores if t in horizons and d.at_ms + horizons[t] < clock_ms}
+        examples.extend(_example(d, t, False, clock_ms) for t in d.scores if t in done)
+        left = _without(d, done)
+        if left is not None:
+            still.append(left)
     if not examples:
-        return open_, settled, ()
-    done = {e.decision_id for e in examples}
-    still = tuple(d for d in open_ if d.decision_id not in done)
-    return still, (*settled, *examples)[-limit:], examples
+        return open_, labelled, ()
+    return tuple(still), (*labelled, *examples)[-limit:], tuple(examples)
+
+
+def merge_decisions(
+    a: tuple[Decision, ...], b: tuple[Decision, ...], limit: int
+) -> tuple[Decision, ...]:
+    """Two customers' open decisions as one's (One-ID): the newest ``limit``."""
+    known = {d.decision_id: d for d in a}
+    for d in b:
+        known.setdefault(d.decision_id, d)
+    ordered = sorted(known.values(), key=lambda d: (d.at_ms, d.decision_id))
+    return tuple(ordered[-limit:])
+
+
+def merge_labelled(
+    a: tuple[Example, ...], b: tuple[Example, ...], limit: int
+) -> tuple[Example, ...]:
+    """Two customers' clock-labelled examples as one's: the newest ``limit``."""
+    known = {(e.decision_id, e.target): e for e in a}
+    for e in b:
+        known.setdefault((e.decision_id, e.target), e)
+    ordered = sorted(known.values(), key=lambda e: (e.labelled_ms, e.decision_id, e.target))
+    return tuple(ordered[-limit:])

@@ -40,8 +40,10 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import orjson
 
+from models.labels import Example
 from schemas.codec import InvalidEvent, decode_feedback
 from schemas.outputs import DeadLetter, Merge
+from streams.core.engine import TickResult
 from streams.core.errors import CoreError
 from streams.core.identity import normalise, parse_typed
 from streams.core.ingest import IngestPolicy, RecordMeta, admit, dead_letter
@@ -265,6 +267,8 @@ class Batch:
     #: One-ID messages and re-keyed events for the internal topic: (key, message).
     messages: list[tuple[str, Message]] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
+    #: Decisions labelled (``streams.core.decisions``), for the trainer.
+    examples: list[Example] = field(default_factory=list)
     merges: list[Merge] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     views: dict[int, PartitionView] = field(default_factory=dict)
@@ -413,7 +417,9 @@ class BatchEngine:
     def _index(self, view: PartitionView) -> TimerIndex:
         index = self._indexes.get(view.partition)
         if index is None:
-            index = self._indexes[view.partition] = TimerIndex(view, view, self.timer_width_ms)
+            index = self._indexes[view.partition] = TimerIndex(
+                view, view, self.timer_width_ms, self.oneid.core
+            )
         index.timers = index.journeys = view
         return index
 
@@ -449,6 +455,7 @@ class BatchEngine:
             self._dead_letter(batch, letter)
         batch.messages.extend(fx.sends)
         batch.outputs.extend(fx.outputs)
+        batch.examples.extend(fx.examples)
         batch.merges.extend(fx.merges)
         if fx.late:
             batch.counts["late"] += 1
@@ -473,6 +480,10 @@ class BatchEngine:
     def _move_clock(
         self, batch: Batch, index: TimerIndex, partition: int, to_ms: int, *, start: bool = True
     ) -> None:
-        clock = index.advance(partition, to_ms, batch.outputs.extend, start=start)
+        def emit(result: TickResult) -> None:
+            batch.outputs.extend(result.outputs)
+            batch.examples.extend(result.examples)
+
+        clock = index.advance(partition, to_ms, emit, start=start)
         if clock is not None:
             batch.clocks[partition] = clock.clock_ms

@@ -21,10 +21,12 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import orjson
 from aiokafka.partitioner import murmur2
 
+from models.labels import Example
 from schemas.outputs import DeadLetter, Feedback, Merge
-from streams.batch import Batch, BatchEngine, BatchLimits, Record
+from streams.batch import TICK_KEY, Batch, BatchEngine, BatchLimits, Record
 from streams.core.ingest import Admitted, IngestPolicy
 from streams.core.journey import JourneyState, decode_state
 from streams.core.oneid import (
@@ -37,7 +39,8 @@ from streams.core.oneid import (
 )
 from streams.core.pii import PiiKey
 from streams.core.rules import Output
-from streams.timer_index import EncodedJourneys, TimerIndex
+from streams.core.timers import PartitionClock
+from streams.timer_index import clock_key
 
 #: Records of one partition taken at a time with ``interleave``: 1 to this many.
 INTERLEAVE_RUN = 4
@@ -64,6 +67,7 @@ class LocalRuntime:
     journeys: dict[bytes, bytes] = field(default_factory=dict)
     timers: dict[bytes, bytes] = field(default_factory=dict)
     outputs: list[Output] = field(default_factory=list)
+    examples: list[Example] = field(default_factory=list)
     merges: list[Merge] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -83,7 +87,6 @@ class LocalRuntime:
         self.engine = BatchEngine(
             self.config, self.policy, self.timer_width_ms, self, self, self.limits
         )
-        self.index = TimerIndex(self.timers, EncodedJourneys(self.journeys), self.timer_width_ms)
 
     # --- streams.batch.TableReader and Sink ------------------------------------
 
@@ -99,6 +102,7 @@ class LocalRuntime:
                 if at is not None and (self.latest_event_ms is None or at > self.latest_event_ms):
                     self.latest_event_ms = at
         self.outputs.extend(batch.outputs)
+        self.examples.extend(batch.examples)
         self.merges.extend(batch.merges)
         self.dead_letters.extend(batch.dead_letters)
         for name, n in batch.counts.items():
@@ -169,9 +173,19 @@ class LocalRuntime:
         await self.engine.process(records)
 
     async def advance_all(self, to_ms: int) -> None:
-        """Move every partition's clock to ``to_ms`` (an idle tick everywhere)."""
+        """Move every partition's clock to ``to_ms``: an idle tick record on
+        every partition, through the batch protocol as the worker's are."""
+        value = orjson.dumps({"watermark_ms": to_ms})
         for partition in range(self.partitions):
-            self.index.advance(partition, to_ms, self.outputs.extend, start=False)
+            offset = self._offsets.get(partition, 0)
+            self._offsets[partition] = offset + 1
+            tick = Record("keyed", "internal", partition, offset, TICK_KEY, value)
+            await self.apply([tick])
+
+    def clock(self, partition: int) -> PartitionClock | None:
+        """A partition's event-time clock as the tables hold it."""
+        raw = self.timers.get(clock_key(partition))
+        return PartitionClock.from_bytes(raw) if raw else None
 
     def journey_of(self, identifier: str) -> JourneyState | None:
         """The journey of the customer an identifier belongs to."""

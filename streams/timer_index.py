@@ -18,12 +18,12 @@ from typing import Protocol
 
 import orjson
 
-from streams.core.engine import tick
+from streams.core.engine import CoreConfig, TickResult, tick
 from streams.core.journey import JourneyState, decode_state, encode_state
-from streams.core.rules import Output
 from streams.core.timers import PartitionClock
 
-Emit = Callable[[tuple[Output, ...]], None]
+#: Takes what a tick of one customer emitted (outputs and labelled examples).
+Emit = Callable[[TickResult], None]
 
 
 def clock_key(partition: int) -> bytes:
@@ -65,10 +65,18 @@ class EncodedJourneys:
 
 
 class TimerIndex:
-    def __init__(self, timers: Timers, journeys: JourneyStore, width_ms: int) -> None:
+    def __init__(
+        self,
+        timers: Timers,
+        journeys: JourneyStore,
+        width_ms: int,
+        core: CoreConfig | None = None,
+    ) -> None:
         self.timers = timers
         self.journeys = journeys
         self.width_ms = width_ms
+        #: What a tick labels decisions with (``streams.core.engine.tick``).
+        self.core = core
         #: partition -> (record bytes, decoded clock): the record lists every
         #: bucket holding items and is read after every event, so it is parsed
         #: only when it changed (the table stays the truth, e.g. after a rebalance).
@@ -103,7 +111,7 @@ class TimerIndex:
     ) -> PartitionClock | None:
         """Move the partition's clock to ``to_ms`` and fire what fell due.
 
-        ``emit`` collects the outputs; the caller must have them acknowledged
+        ``emit`` collects the outputs and examples; the caller must have them acknowledged
         before it writes the journeys this changed (the batch protocol does),
         so a crash repeats an output rather than losing it. The clock is
         persisted only when a bucket completes. A partition's clock starts
@@ -127,9 +135,9 @@ class TimerIndex:
                 state = self.journeys.journey(customer_id)
                 if state is None:
                     continue
-                result = tick(state, moved.clock_ms)
-                if result.outputs:
-                    emit(result.outputs)
+                result = tick(state, moved.clock_ms, self.core)
+                if result.state is not state:  # fired, decayed or labelled
+                    emit(result)
                     self.journeys.set_journey(customer_id, result.state)
             self.timers.pop(key, None)
         self.timers[clock_key(partition)] = moved.to_bytes()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from models.labels import Example
+from streams.core.decisions import DecisionConfig, label_clock, label_transaction, record_decision
 from streams.core.ingest import Admitted
 from streams.core.journey import (
     JourneyLimits,
@@ -36,6 +38,8 @@ class CoreConfig:
     rules: RuleSet
     limits: JourneyLimits = field(default_factory=JourneyLimits)
     scoring: Scoring = field(default_factory=Scoring)
+    #: Decision points and their labels (None: the engine records no decisions).
+    decisions: DecisionConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class StepResult:
     #: Due times (event time, ms) of pending items this step added: the shell
     #: indexes them so a tick finds this customer without scanning everyone.
     scheduled: tuple[int, ...] = ()
+    #: Decisions this event labelled (``streams.core.decisions``).
+    examples: tuple[Example, ...] = ()
 
 
 def step(
@@ -68,6 +74,7 @@ def step(
     event = admitted.event
     t = admitted.occurred_ms
     early: list[Output] = []
+    stage_before = None if state is None else state.stage
     if state is None:
         state = new_state(admitted.customer_id)
     elif (
@@ -92,22 +99,35 @@ def step(
     if new is None or outcome != "processed":
         return StepResult(new, outcome)
     new = advance_stage(new, config.stage_model, t, event.event_id, config.limits)
+    examples: tuple[Example, ...] = ()
+    if config.decisions is not None:  # a late transaction too: it corrects labels
+        new, examples = label_transaction(new, event, t, config.decisions, config.limits)
     if quiet:
-        return StepResult(new, outcome)
+        return StepResult(new, outcome, examples=examples)
     before = {(p.rule_id, p.cause_event_id) for p in new.pending}
     new, outputs = decide(config.rules, new, event, config.limits, t)
     new = schedule_decay(new, config.stage_model, config.limits)
     scheduled = tuple(p.due_ms for p in new.pending if (p.rule_id, p.cause_event_id) not in before)
-    return StepResult(new, outcome, (*early, *outputs), scheduled)
+    if config.decisions is not None:
+        new, due = record_decision(
+            new, event, t, stage_before, config.decisions, config.limits, config.scoring
+        )
+        scheduled += due
+    return StepResult(new, outcome, (*early, *outputs), scheduled, examples)
 
 
 @dataclass(frozen=True)
 class TickResult:
     state: JourneyState
     outputs: tuple[Output, ...] = ()
+    examples: tuple[Example, ...] = ()
 
 
-def tick(state: JourneyState, now_ms: int) -> TickResult:
-    """Event time reached ``now_ms`` for this customer's partition: emit what is due."""
+def tick(state: JourneyState, now_ms: int, config: CoreConfig | None = None) -> TickResult:
+    """Event time reached ``now_ms`` for this customer's partition: emit what
+    is due, and label the decisions whose horizon it passed."""
     new, outputs = fire_due(state, now_ms)
-    return TickResult(new, tuple(outputs))
+    examples: tuple[Example, ...] = ()
+    if config is not None and config.decisions is not None:
+        new, examples = label_clock(new, now_ms, config.decisions, config.limits)
+    return TickResult(new, tuple(outputs), examples)

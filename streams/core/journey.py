@@ -26,6 +26,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.labels import Decision, Example, merge_decisions, merge_labelled
 from schemas.events import TouchpointEvent
 from schemas.vocabulary import CUSTOM_BUCKET, CUSTOM_PREFIX, TRANSACTION_EVENTS
 from streams.core.identity import order_key
@@ -41,8 +42,9 @@ from streams.core.stages import Counted, StageModel
 #: partition. 4: decayed engagement counters, lead score, first and last
 #: touch (``streams.core.scoring``); v3 records load with them empty. 5:
 #: ``progress`` (exact stage entry times); v4 records keep their history as
-#: it was written and go on appending (``progress`` None).
-STATE_VERSION = 5
+#: it was written and go on appending (``progress`` None). 6: ``decisions``
+#: and ``labelled`` (``streams.core.decisions``); v5 records load with none.
+STATE_VERSION = 6
 
 #: Event types that show interest (AIPL's "I"): active engagement, not exposure.
 ENGAGEMENT_EVENTS = frozenset(
@@ -89,6 +91,10 @@ class JourneyLimits:
     progress: int = 128
     pending: int = 16
     feedback_ids: int = 64
+    #: Open decisions (scored, waiting for labels) and clock-labelled ones
+    #: kept for a late transaction's correction.
+    decisions: int = 4
+    labelled: int = 4
 
 
 class StageEntry(BaseModel):
@@ -191,6 +197,12 @@ class JourneyState(BaseModel):
     #: fold that comes twice counts once. Bounded by ``limits.identifiers``:
     #: each was one of its identifiers.
     absorbed: tuple[str, ...] = ()
+    #: Decisions recorded at decision points, waiting for their labels
+    #: (``streams.core.decisions``, ``models.labels``), oldest first.
+    decisions: tuple[Decision, ...] = ()
+    #: Targets the clock labelled "not bought", kept (bounded) so that a late
+    #: transaction can correct them.
+    labelled: tuple[Example, ...] = ()
 
     @property
     def recent_event_ids(self) -> tuple[str, ...]:
@@ -633,6 +645,8 @@ def merge_states(
             "first_touch": min(touches) if touches else None,
             "last_touch": max(last_touches) if last_touches else None,
             "pending": tuple(kept_pending[: limits.pending]),
+            "decisions": merge_decisions(a.decisions, b.decisions, limits.decisions),
+            "labelled": merge_labelled(a.labelled, b.labelled, limits.labelled),
         }
     )
     merged = merged.model_copy(update={"progress": _merge_progress(merged, a, b, model, limits)})
@@ -914,6 +928,11 @@ def _v4_to_v5(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "progress": None, "version": 5}
 
 
+def _v5_to_v6(data: dict[str, Any]) -> dict[str, Any]:
+    """v6 only added fields (no decisions recorded yet)."""
+    return {**data, "version": 6}
+
+
 def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     """v3 keeps event times with recent ids and orders. A v2 record did not
     have them: its ids take its last-seen time, its orders the last purchase
@@ -935,4 +954,5 @@ _MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }

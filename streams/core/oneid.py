@@ -103,6 +103,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.labels import Example
 from schemas.codec import encode, validate_touchpoint
 from schemas.events import TouchpointEvent
 from schemas.outputs import Alert, DeadLetter, Feedback, FieldError, Merge
@@ -360,6 +361,8 @@ class Effects:
     merges: list[Merge] = field(default_factory=list)
     #: Due times the journey's new pending items need indexed.
     scheduled: list[int] = field(default_factory=list)
+    #: Decisions labelled here (``streams.core.decisions``): for the trainer.
+    examples: list[Example] = field(default_factory=list)
     #: Outcome of an event applied here (for the counts).
     outcome: Outcome | None = None
     #: The event applied here was late (it decided nothing).
@@ -526,6 +529,7 @@ def _apply(key: str, msg: Apply, fx: Effects, config: _Context, position: str) -
     fx.outcome = result.outcome
     fx.outputs.extend(result.outputs)
     fx.scheduled.extend(result.scheduled)
+    fx.examples.extend(result.examples)
     if result.outcome == "redelivered":
         return
     if result.outcome == "erased":
@@ -724,6 +728,11 @@ def _fold(key: str, msg: Fold, fx: Effects, config: _Context, position: str) -> 
     fx.scheduled.extend(
         p.due_ms for p in merged.pending if (p.rule_id, p.cause_event_id) not in before
     )
+    if core.decisions is not None:  # the absorbed customer's decisions get labelled here
+        known = {d.decision_id for d in journey.decisions}
+        for decision in merged.decisions:
+            if decision.decision_id not in known:
+                fx.scheduled.extend(decision.due_ms(core.decisions.horizons_ms))
     fx.set_journey(merged)
 
 

@@ -123,14 +123,14 @@ def test_a_tick_moves_the_clock_of_its_partition_only() -> None:
     asyncio.run(rt.admit(touchpoints(comments(1))))
     asyncio.run(rt.run())
     [partition] = [p for p in range(4) if applied_key(p) in rt.timers]
-    started = rt.index.clock(partition)
+    started = rt.clock(partition)
     assert started is not None
     later = started.clock_ms + 3_600_000
     tick = Record("keyed", "internal", partition, 1, TICK_KEY, b'{"watermark_ms":%d}' % later)
     asyncio.run(rt.apply([tick]))
-    moved = rt.index.clock(partition)
+    moved = rt.clock(partition)
     assert moved is not None and moved.clock_ms == later
-    assert all(rt.index.clock(p) is None for p in range(4) if p != partition)
+    assert all(rt.clock(p) is None for p in range(4) if p != partition)
 
 
 def simulated(seed: int, customers: int, n: int) -> list[bytes]:

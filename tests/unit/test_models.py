@@ -10,7 +10,14 @@ import pytest
 from factories import T0, Journey, epoch_ms
 
 from models.features import NEVER_DAYS, journey_features
-from models.labels import HOUR, Decision, Target, add_decision, on_clock, on_transaction
+from models.labels import (
+    HOUR,
+    Decision,
+    add_decision,
+    merge_decisions,
+    on_clock,
+    on_transaction,
+)
 from models.propensity import ModelSpec, SnapshotError, build, load, snapshot_header
 from models.quality import RollingQuality, exact_auc
 
@@ -44,7 +51,7 @@ def test_hour_and_weekday_are_the_customers_local_time() -> None:
     at = epoch_ms(T0)
     shanghai = journey_features(j.state, at)
     assert shanghai["dow=mon"] == 1.0
-    assert shanghai["hour_sin"] == pytest.approx(-0.8660254, abs=1e-6)  # 20:00
+    assert shanghai["hour_sin"] == -0.866  # 20:00 (features keep four decimals)
     london = journey_features(j.state, at, timezone="Europe/London")  # 12:00 there
     assert london["hour_sin"] == pytest.approx(0.0, abs=1e-9) and london["hour_cos"] == -1.0
 
@@ -156,37 +163,60 @@ def test_quality_covers_the_newest_window_only() -> None:
 
 # --- delayed labels ---------------------------------------------------------------
 
-H = HOUR * 72
+H = {"convert": HOUR * 72, "churn": HOUR * 24 * 14}
 
 
-def _decision(i: int, at_h: float, target: Target = "convert") -> Decision:
-    return Decision(f"d{i}", target, int(at_h * HOUR), {"lead_score": float(i)}, 0.1 * i)
+def _decision(i: int, at_h: float, *targets: str) -> Decision:
+    targets = targets or ("convert",)
+    return Decision(
+        f"d{i}",
+        int(at_h * HOUR),
+        {"lead_score": float(i)},
+        {t: round(0.1 * i, 6) for t in targets},
+        {t: 3 for t in targets},
+    )
 
 
 def test_a_purchase_within_the_horizon_labels_open_decisions_positive() -> None:
     open_ = (_decision(1, 0), _decision(2, 10), _decision(3, 100))
-    open_, settled, examples = on_transaction(open_, (), int(50 * HOUR), H)
+    open_, labelled, examples = on_transaction(open_, (), int(50 * HOUR), H)
     assert [(e.decision_id, e.label) for e in examples] == [("d1", True), ("d2", True)]
     assert [d.decision_id for d in open_] == ["d3"]  # decided after the purchase: still open
     assert examples[0].features == {"lead_score": 1.0} and examples[0].score == 0.1
-    assert settled == examples
+    assert examples[0].version == 3 and examples[0].labelled_ms == 50 * HOUR
+    assert labelled == ()  # a purchase's label is final: nothing kept to correct
+
+
+def test_each_target_is_labelled_on_its_own_horizon() -> None:
+    both = (_decision(1, 0, "convert", "churn"),)
+    open_, labelled, examples = on_clock(both, (), int(73 * HOUR), H)
+    assert [(e.target, e.label) for e in examples] == [("convert", False)]
+    [still] = open_
+    assert still.scores == {"churn": 0.1} and still.versions == {"churn": 3}
+    # a purchase on day 10: not a churner (the convert label stays as the clock set it,
+    # the purchase is beyond its horizon)
+    open_, labelled, examples = on_transaction(open_, labelled, int(240 * HOUR), H)
+    assert [(e.target, e.label, e.correction) for e in examples] == [("churn", False, False)]
+    assert open_ == () and [e.target for e in labelled] == ["convert"]
 
 
 def test_the_clock_labels_a_silent_customer_and_a_late_order_corrects_it() -> None:
-    open_ = (_decision(1, 0), _decision(2, 0, target="churn"))
-    open_, settled, examples = on_clock(open_, (), int(71 * HOUR), H)
+    open_ = (_decision(1, 0), _decision(2, 0, "churn"))
+    open_, labelled, examples = on_clock(open_, (), int(71 * HOUR), H)
     assert examples == () and len(open_) == 2  # horizon not passed yet
-    open_, settled, examples = on_clock(open_, settled, int(73 * HOUR), H)
-    assert [(e.decision_id, e.label) for e in examples] == [("d1", False), ("d2", True)]
+    open_, labelled, examples = on_clock(open_, labelled, int(73 * HOUR), H)
+    assert [(e.decision_id, e.label) for e in examples] == [("d1", False)]
+    open_, labelled, examples = on_clock(open_, labelled, int(15 * 24 * HOUR), H)
+    assert [(e.decision_id, e.target, e.label) for e in examples] == [("d2", "churn", True)]
     assert open_ == ()
     # an order of hour 60, reported late (after the clock labelled both)
-    _, settled, fixes = on_transaction(open_, settled, int(60 * HOUR), H)
+    _, labelled, fixes = on_transaction(open_, labelled, int(60 * HOUR), H)
     assert [(e.decision_id, e.label, e.correction) for e in fixes] == [
         ("d1", True, True),
         ("d2", False, True),
     ]
     # the same late order again corrects nothing more
-    assert on_transaction((), settled, int(60 * HOUR), H)[2] == ()
+    assert on_transaction((), labelled, int(60 * HOUR), H)[2] == ()
 
 
 def test_open_decisions_are_bounded_and_a_repeat_is_ignored() -> None:
@@ -198,3 +228,9 @@ def test_open_decisions_are_bounded_and_a_repeat_is_ignored() -> None:
     assert [d.decision_id for d in open_] == ["d2", "d3", "d4"]
     assert [g.decision_id for g in dropped if g is not None] == ["d0", "d1"]
     assert add_decision(open_, _decision(4, 4), limit=3) == (open_, None)
+
+
+def test_merged_customers_keep_the_newest_decisions_once() -> None:
+    a = (_decision(1, 1), _decision(3, 3))
+    b = (_decision(2, 2), _decision(3, 3), _decision(4, 4))
+    assert [d.decision_id for d in merge_decisions(a, b, 3)] == ["d2", "d3", "d4"]

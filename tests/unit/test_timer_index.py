@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from factories import T0, Journey, epoch_ms
 
+from streams.core.engine import TickResult
 from streams.core.journey import encode_state
 from streams.timer_index import EncodedJourneys, TimerIndex, clock_key
 
@@ -36,8 +37,8 @@ def test_moving_the_clock_fires_each_due_customer_once() -> None:
         index.add(0, j.state.customer_id, j.last.scheduled, epoch_ms(T0))
     sent: list = []
 
-    def emit(outputs) -> None:
-        sent.extend(outputs)
+    def emit(result: TickResult) -> None:
+        sent.extend(result.outputs)
 
     index.advance(0, epoch_ms(T0 + timedelta(minutes=31, seconds=10)), emit)
     assert [o.customer_id for o in sent] == ["live_viewer_id:douyin:1", "live_viewer_id:douyin:2"]

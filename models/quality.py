@@ -71,6 +71,16 @@ class RollingQuality:
         self._pairs.append((score, bool(label)))
         self.seen += 1
 
+    def correct(self, score: float, label: bool) -> bool:
+        """A label turned out the other way (a late transaction): flip the
+        newest decision of this score labelled ``not label``. False when it
+        has left the window (the correction is then not counted)."""
+        for i in range(len(self._pairs) - 1, -1, -1):
+            if self._pairs[i] == (score, not label):
+                self._pairs[i] = (score, bool(label))
+                return True
+        return False
+
     def __len__(self) -> int:
         return len(self._pairs)
 

@@ -50,12 +50,14 @@ async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         present = [s.name for s in specs if s.name in existing]
         if present:
             described = await client.describe_topics(present)
+            wanted = {s.name: s.partition_count(settings) for s in specs}
             for info in described:
                 count = len(info.get("partitions", []))
-                if count and count != settings.partitions:
+                if count and count != wanted[info["topic"]]:
                     raise JourneyflowError(
                         f"topic {info['topic']} has {count} partitions but "
-                        f"JOURNEYFLOW_PARTITIONS={settings.partitions}; they must match"
+                        f"journeyflow needs {wanted[info['topic']]} "
+                        f"(JOURNEYFLOW_PARTITIONS={settings.partitions}); they must match"
                     )
         if missing:
             # another worker may create them at the same moment
@@ -91,7 +93,7 @@ def _new_topic(spec: TopicSpec, settings: Settings) -> NewTopic:
         config["min.insync.replicas"] = str(settings.min_insync_replicas)
     return NewTopic(
         name=spec.name,
-        num_partitions=settings.partitions,
+        num_partitions=spec.partition_count(settings),
         replication_factor=settings.replication_factor,
         topic_configs=config,
     )

@@ -30,7 +30,8 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from streams.batch import TABLES, TICK_KEY, Batch, BatchEngine, BatchLimits, applied_key
-from streams.config import ingest_policy, oneid_config
+from streams.config import ingest_policy, model_specs, oneid_config
+from streams.learning import Learning
 from streams.metrics import Metrics
 from streams.settings import Settings
 from streams.tables import FaustTables, KafkaSink
@@ -55,6 +56,8 @@ class Journeyflow:
     metrics: Metrics
     tables: FaustTables
     engine: BatchEngine
+    #: The learning loop (None with ``JOURNEYFLOW_DECISIONS=false``).
+    learning: Learning | None = None
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Journeyflow:
@@ -149,8 +152,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         app.consumer.ack_batch(batch.records)
         metrics.record_batch(batch, time.time())
 
+    learning = (
+        Learning(settings, specs, model_specs(settings), metrics) if settings.decisions else None
+    )
     engine = BatchEngine(
-        oneid_config(settings),
+        oneid_config(settings, learning.scorer if learning else None),
         ingest_policy(settings),
         settings.timer_resolution_seconds * 1000,
         tables,
@@ -158,6 +164,22 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         BatchLimits(settings.batch_max_records, settings.batch_max_ms, settings.decoded_cache),
     )
     transport.apply = engine.process
+    if learning is not None:
+        process = engine.process
+
+        async def apply_when_scoring(records: Any) -> None:
+            await learning.scoring_ready()
+            await process(records)
+
+        transport.apply = apply_when_scoring
+
+        @app.task
+        async def start_learning() -> None:
+            learning.start()
+
+        @app.on_before_shutdown.connect
+        async def stop_learning(sender: faust.App, **kwargs: Any) -> None:
+            await learning.stop()
 
     if settings.tick_interval_seconds > 0:
         watermark = InputWatermark(
@@ -208,8 +230,16 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             done = committed.get(tp) or 0
             metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
         metrics.ready.set(1 if is_ready() else 0)
+        if learning is not None:
+            learning.refresh_gauges(time.time())
 
     add_views(app, settings, metrics, tables, is_ready, specs)
     return Journeyflow(
-        app=app, settings=settings, topics=specs, metrics=metrics, tables=tables, engine=engine
+        app=app,
+        settings=settings,
+        topics=specs,
+        metrics=metrics,
+        tables=tables,
+        engine=engine,
+        learning=learning,
     )

@@ -394,6 +394,44 @@ def forget(identifier: str, reason: str) -> None:
     click.echo(f"erasure requested ({event['event_id']}); the worker applies it in seconds")
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per model.")
+@fails_cleanly
+def models(as_json: bool) -> None:
+    """Show the propensity models the workers score with: version, examples
+    learned, positives, and quality measured the honest way (the score at
+    decision time against the label that came later)."""
+    from streams.admin import check_broker
+    from streams.learning import describe_models, header_facts, read_snapshots
+    from streams.topics import topics_for
+
+    settings = load_settings()
+
+    async def go() -> dict[str, bytes]:
+        await check_broker(settings.bootstrap)
+        return await read_snapshots(settings.bootstrap, topics_for(settings).models.name)
+
+    try:
+        snapshots = asyncio.run(go())
+    except Exception as exc:
+        if isinstance(exc, JourneyflowError):
+            raise
+        raise JourneyflowError(f"cannot read the model snapshots: {exc}") from None
+    facts = [header_facts(snapshots[t]) for t in sorted(snapshots)]
+    if not facts:
+        click.echo(
+            "no model snapshot yet: the models are untrained, and decisions use the lead "
+            "score until they have learned JOURNEYFLOW_MODEL_MIN_EXAMPLES labelled decisions"
+        )
+        return
+    if as_json:
+        for fact in facts:
+            click.echo(json.dumps(fact, ensure_ascii=False))
+        return
+    for line in describe_models(facts, time.time()):
+        click.echo(line)
+
+
 # ------------------------------------------------------------------------- up
 
 

@@ -11,6 +11,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from models.propensity import ModelSpec
+from models.trainer import ModelScorer, default_specs, horizons_ms
+from streams.core.decisions import DecisionConfig, Scorer
 from streams.core.engine import CoreConfig
 from streams.core.errors import CoreError
 from streams.core.ingest import IngestPolicy
@@ -69,7 +72,30 @@ def load_scoring(path: Path | None) -> Scoring:
         raise JourneyflowError(str(exc)) from None
 
 
-def core_config(settings: Settings) -> CoreConfig:
+def model_specs(settings: Settings) -> dict[str, ModelSpec]:
+    """The propensity models the settings ask for."""
+    return default_specs(
+        min_examples=settings.model_min_examples,
+        convert_horizon_hours=settings.convert_horizon_hours,
+        churn_horizon_days=settings.churn_horizon_days,
+    )
+
+
+def decision_config(settings: Settings, scorer: Scorer | None = None) -> DecisionConfig | None:
+    """Decision points scored by ``scorer`` (untrained models when not given:
+    replay and the benchmarks score as a worker with no snapshot yet); None
+    when ``JOURNEYFLOW_DECISIONS`` is off."""
+    if not settings.decisions:
+        return None
+    specs = model_specs(settings)
+    return DecisionConfig(
+        scorer=scorer or ModelScorer(specs),
+        horizons_ms=horizons_ms(specs),
+        spacing_ms=settings.decision_spacing_minutes * 60_000,
+    )
+
+
+def core_config(settings: Settings, scorer: Scorer | None = None) -> CoreConfig:
     return CoreConfig(
         stage_model=load_stage_model(settings.stage_model),
         rules=load_rules(settings.rules_file),
@@ -77,12 +103,13 @@ def core_config(settings: Settings) -> CoreConfig:
         limits=JourneyLimits(
             recent_event_ids=settings.dedupe_window, identifiers=settings.max_identifiers
         ),
+        decisions=decision_config(settings, scorer),
     )
 
 
-def oneid_config(settings: Settings) -> OneIdConfig:
+def oneid_config(settings: Settings, scorer: Scorer | None = None) -> OneIdConfig:
     return OneIdConfig(
-        core_config(settings),
+        core_config(settings, scorer),
         max_partners=settings.shared_identifier_partners,
         late_after_ms=settings.late_after_seconds * 1000,
         too_late_ms=settings.too_late_days * 86_400_000,

@@ -117,6 +117,59 @@ class Metrics:
             registry=registry,
         )
 
+        self.examples = Counter(
+            "journeyflow_examples_total",
+            "Decisions labelled (sent to the trainer), by target and label; corrections "
+            "are late transactions that turned a clock label round.",
+            ["target", "label"],
+            registry=registry,
+        )
+        self.model_version = Gauge(
+            "journeyflow_model_version",
+            "Version of the model snapshot this worker scores with, by target (0: untrained).",
+            ["target"],
+            registry=registry,
+        )
+        self.model_examples = Gauge(
+            "journeyflow_model_examples",
+            "Labelled examples the model in use has learned from, by target.",
+            ["target"],
+            registry=registry,
+        )
+        self.model_ready = Gauge(
+            "journeyflow_model_ready",
+            "1 when the model in use has learned JOURNEYFLOW_MODEL_MIN_EXAMPLES examples.",
+            ["target"],
+            registry=registry,
+        )
+        self.model_snapshot_age = Gauge(
+            "journeyflow_model_snapshot_age_seconds",
+            "Seconds since the model in use was snapshotted by the trainer, by target.",
+            ["target"],
+            registry=registry,
+        )
+        self.model_quality = Gauge(
+            "journeyflow_model_quality",
+            "Progressive validation of the model in use (score at decision time against the "
+            "later label, the trainer's newest window): metric auc, log_loss or "
+            "calibration_error, by target.",
+            ["target", "metric"],
+            registry=registry,
+        )
+        self.trainer_examples = Counter(
+            "journeyflow_trainer_examples_total",
+            "Labelled examples the trainer on this worker learned, by target.",
+            ["target"],
+            registry=registry,
+        )
+        self.snapshots = Counter(
+            "journeyflow_model_snapshots_total",
+            "Model snapshots this worker published (trainer) or swapped in (scorer), by "
+            "target and what: published, installed.",
+            ["target", "what"],
+            registry=registry,
+        )
+
     def record_batch(self, batch: Batch, now_s: float) -> None:
         """Count what one applied batch did (``now_s``: wall clock, for latency)."""
         for name, n in batch.counts.items():
@@ -136,8 +189,13 @@ class Metrics:
             self.outputs.labels(kind, rule).inc(n)
         if batch.merges:
             self.merges.inc(len(batch.merges))
-        for kind, n in collections.Counter(msg.kind for _, msg in batch.messages).items():
-            self.identity_messages.labels(kind).inc(n)
+        for (target, label), n in collections.Counter(
+            (e.target, "correction" if e.correction else str(e.label).lower())
+            for e in batch.examples
+        ).items():
+            self.examples.labels(target, label).inc(n)
+        for message_kind, n in collections.Counter(msg.kind for _, msg in batch.messages).items():
+            self.identity_messages.labels(message_kind).inc(n)
         observe = self.pipeline_seconds.observe
         for stamp_ms in batch.applied_timestamps:
             observe(max(0.0, now_s - stamp_ms / 1000))

@@ -165,6 +165,46 @@ class Settings(BaseSettings):
     stage_model: str = Field(
         default="aipl", description="Shipped stage model name, or a path to a JSON file."
     )
+    decisions: bool = Field(
+        default=True,
+        description="Record decisions at decision points, label them from event time and "
+        "train the propensity models (issue #10); false turns learning off.",
+    )
+    convert_horizon_hours: float = Field(
+        default=72.0,
+        gt=0,
+        le=24 * 90,
+        description="A decision is labelled converted when a transaction follows within this "
+        "much event time.",
+    )
+    churn_horizon_days: float = Field(
+        default=14.0,
+        gt=0,
+        le=365,
+        description="A buyer's decision is labelled churned when no transaction follows "
+        "within this much event time.",
+    )
+    decision_spacing_minutes: int = Field(
+        default=60,
+        ge=0,
+        description="A customer gets a new decision at most this often (event time).",
+    )
+    model_min_examples: int = Field(
+        default=200,
+        ge=0,
+        description="Labelled examples a model learns from before decisions use its scores "
+        "(until then they fall back to the lead score).",
+    )
+    snapshot_every_examples: int = Field(
+        default=500,
+        ge=1,
+        description="The trainer publishes a model snapshot after this many new examples ...",
+    )
+    snapshot_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="... or this long after the last one, whichever comes first.",
+    )
     log_level: str = "info"
 
     @property

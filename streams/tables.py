@@ -33,6 +33,7 @@ from typing import Any
 import rocksdict
 from faust.types import TP
 
+from models.trainer import encode_example
 from schemas.codec import encode
 from schemas.outputs import Action, Alert, LiveTrigger
 from streams.batch import Batch
@@ -165,6 +166,7 @@ class KafkaSink:
         self.keyed = topics.keyed.name
         self.dlq = topics.dlq.name
         self.merges = topics.merges.name
+        self.examples = topics.examples.name
         self.by_kind = {
             "action": topics.actions.name,
             "alert": topics.alerts.name,
@@ -198,6 +200,8 @@ class KafkaSink:
                     assert isinstance(stamped, LiveTrigger)
                     key = stamped.live_room_id
                 out.add(self.by_kind[stamped.kind], key.encode(), encode(stamped))
+        for example in batch.examples:
+            out.add(self.examples, example.decision_id.encode(), encode_example(example))
         await out.flush()
 
     async def write(self, batch: Batch) -> None:

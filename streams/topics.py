@@ -3,7 +3,8 @@
 Public topics are ``<namespace>.<name>`` (namespace ``journeyflow`` by
 default); internal ones are prefixed by the app id. All are created
 explicitly with the same partition count (auto-creation is off on the
-broker), because the journey table is co-partitioned with its input.
+broker), because the journey table is co-partitioned with its input; the
+trainer's two topics have one partition (nothing is co-partitioned with them).
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ class TopicSpec:
     purpose: str
     key: str
     config: dict[str, str] = field(default_factory=dict)
+    #: Partitions when not the settings' count (a topic no table is co-partitioned with).
+    partitions: int | None = None
+
+    def partition_count(self, settings: Settings) -> int:
+        return settings.partitions if self.partitions is None else self.partitions
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,8 @@ class Topics:
     journeys_changelog: TopicSpec
     timers_changelog: TopicSpec
     aliases_changelog: TopicSpec
+    examples: TopicSpec
+    models: TopicSpec
 
     def all(self) -> list[TopicSpec]:
         return [
@@ -50,6 +58,8 @@ class Topics:
             self.journeys_changelog,
             self.timers_changelog,
             self.aliases_changelog,
+            self.examples,
+            self.models,
         ]
 
     def outputs(self) -> list[TopicSpec]:
@@ -102,5 +112,21 @@ def topics_for(settings: Settings) -> Topics:
             "internal: One-ID alias table changelog",
             "identifier",
             {"cleanup.policy": "compact"},
+        ),
+        # One partition each: one trainer learns from every example in order,
+        # and every worker reads every snapshot.
+        examples=TopicSpec(
+            f"{settings.app_id}-examples",
+            "internal: labelled decisions (features, score, label) for the trainer",
+            "decision id",
+            {"retention.ms": str(7 * 24 * HOUR_MS)},
+            partitions=1,
+        ),
+        models=TopicSpec(
+            f"{settings.app_id}-models",
+            "internal: model snapshots, the newest per target kept",
+            "target (convert, churn)",
+            {"cleanup.policy": "compact", "max.message.bytes": str(8 * 1024 * 1024)},
+            partitions=1,
         ),
     )

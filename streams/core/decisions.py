@@ -5,7 +5,8 @@ When an event changes what is known about a customer in a way that matters
 (a stage change, a product click or add-to-cart, a price question, a coupon
 claim, a store check-in or consultation, a lead, a negative chat, a
 purchase), the step reads the customer's features from the journey as it
-stands after the event (``models.features``), scores them for each target
+stands after the event (``models.features``; only at the customer's newest
+event: one that arrives after later ones would see what came after it), scores them for each target
 with the models it is given (:class:`Scorer`), and records the decision on
 the journey: features, scores, model versions and event time, at most
 ``JourneyLimits.decisions`` open, at most one per ``spacing_ms`` of event
@@ -107,8 +108,8 @@ def record_decision(
     ``churn`` for customers who have bought (only they can leave)."""
     if not is_decision_point(event, stage_before, state.stage):
         return state, ()
-    latest = max((d.at_ms for d in state.decisions), default=None)
-    if latest is not None and at_ms - latest < config.spacing_ms:
+    latest = state.last_decision_ms
+    if latest is not None and abs(at_ms - latest) < config.spacing_ms:
         return state, ()
     features = journey_features(
         state,
@@ -135,7 +136,8 @@ def record_decision(
     decisions, _dropped = add_decision(state.decisions, decision, limits.decisions)
     if decisions is state.decisions:
         return state, ()
-    return state.model_copy(update={"decisions": decisions}), decision.due_ms(config.horizons_ms)
+    update = {"decisions": decisions, "last_decision_ms": max(at_ms, latest or at_ms)}
+    return state.model_copy(update=update), decision.due_ms(config.horizons_ms)
 
 
 def label_transaction(

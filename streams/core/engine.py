@@ -75,6 +75,9 @@ def step(
     t = admitted.occurred_ms
     early: list[Output] = []
     stage_before = None if state is None else state.stage
+    # a decision reads the journey as it stands: only at the customer's newest
+    # event, so one that arrives after later ones cannot see what came after it
+    newest = state is None or t >= state.last_seen_ms
     if state is None:
         state = new_state(admitted.customer_id)
     elif (
@@ -108,7 +111,7 @@ def step(
     new, outputs = decide(config.rules, new, event, config.limits, t)
     new = schedule_decay(new, config.stage_model, config.limits)
     scheduled = tuple(p.due_ms for p in new.pending if (p.rule_id, p.cause_event_id) not in before)
-    if config.decisions is not None:
+    if config.decisions is not None and newest:
         new, due = record_decision(
             new, event, t, stage_before, config.decisions, config.limits, config.scoring
         )

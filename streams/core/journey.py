@@ -203,6 +203,8 @@ class JourneyState(BaseModel):
     #: Targets the clock labelled "not bought", kept (bounded) so that a late
     #: transaction can correct them.
     labelled: tuple[Example, ...] = ()
+    #: Event time of the newest decision recorded (open or labelled since).
+    last_decision_ms: int | None = None
 
     @property
     def recent_event_ids(self) -> tuple[str, ...]:
@@ -647,6 +649,10 @@ def merge_states(
             "pending": tuple(kept_pending[: limits.pending]),
             "decisions": merge_decisions(a.decisions, b.decisions, limits.decisions),
             "labelled": merge_labelled(a.labelled, b.labelled, limits.labelled),
+            "last_decision_ms": max(
+                (x for x in (a.last_decision_ms, b.last_decision_ms) if x is not None),
+                default=None,
+            ),
         }
     )
     merged = merged.model_copy(update={"progress": _merge_progress(merged, a, b, model, limits)})

@@ -78,6 +78,23 @@ def test_decisions_are_spaced_and_bounded() -> None:
     assert j.state.decisions[-1].at_ms == epoch_ms(T0 + timedelta(hours=9))
 
 
+def test_spacing_counts_from_the_last_decision_even_once_it_is_labelled() -> None:
+    j = Journey(config=deciding())
+    j.send("live.add_to_cart")
+    j.send("live.order", at=T0 + timedelta(minutes=10))  # labels it, then is a decision point
+    assert j.last is not None and len(j.last.examples) == 1
+    assert j.state is not None and j.state.decisions == ()  # too soon for another
+    j.send("store.check_in", at=T0 + timedelta(hours=2))
+    assert j.state is not None and set(j.state.decisions[0].scores) == {"convert", "churn"}
+
+
+def test_an_event_older_than_the_journey_decides_nothing() -> None:
+    j = Journey(config=deciding())
+    j.send("live.comment", text="hi", at=T0 + timedelta(hours=1))
+    j.send("live.add_to_cart", at=T0)  # arrived after a later event: the journey is ahead
+    assert j.state is not None and j.state.decisions == ()
+
+
 def test_a_price_question_and_a_negative_chat_are_decision_points() -> None:
     for props in ({"intent": "price_inquiry", "sentiment": 0.1}, {"sentiment": -0.8}):
         j = Journey(config=deciding())
@@ -181,7 +198,7 @@ def test_merged_customers_keep_both_decisions_and_the_clock_labels_them() -> Non
 
 
 def test_without_a_decision_config_nothing_is_recorded() -> None:
-    j = Journey()
+    j = Journey(config=dataclasses.replace(shipped_config(), decisions=None))
     j.send("live.add_to_cart")
     j.send("live.order", at=datetime(2026, 11, 24, tzinfo=UTC))
     assert j.state is not None and j.state.decisions == () and j.last is not None

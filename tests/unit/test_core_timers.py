@@ -28,7 +28,8 @@ def test_a_claim_schedules_a_reminder_but_emits_nothing_at_claim_time() -> None:
     j = Journey()
     outputs = claim(j)
     assert reminders(outputs) == []
-    assert j.last is not None and j.last.scheduled == (epoch_ms(T0 + DELAY),)
+    assert j.last is not None and j.last.scheduled[0] == epoch_ms(T0 + DELAY)
+    assert j.last.scheduled[1:] == (epoch_ms(T0 + timedelta(hours=72)) + 1,)  # its label
     assert j.state is not None and [p.rule_id for p in j.state.pending] == ["live_coupon_reminder"]
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
-from factories import T0, Journey, epoch_ms
+from factories import T0, Journey, epoch_ms, shipped_config
 
 from streams.core.engine import TickResult
 from streams.core.journey import encode_state
@@ -14,7 +15,8 @@ ROOM = {"live_room_id": "room-618-beauty"}
 
 
 def claimed(customer: str, at=T0) -> Journey:
-    j = Journey()
+    # reminders only: a claim is also a decision point, whose label is due days later
+    j = Journey(config=dataclasses.replace(shipped_config(), decisions=None))
     j.send(
         "live.coupon_claim",
         event_id=f"claim-{customer}",

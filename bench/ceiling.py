@@ -10,9 +10,10 @@ one core:
   Internal-topic records are encoded and decoded as the topic carries them
   (``encode_message`` / ``decode_message``), tables are dicts of the bytes
   the worker's tables store (each changed key encoded once per batch), and
-  every output, merge and dead letter is stamped and encoded as the worker's
-  sink does. Everything the worker does per event except Kafka, Faust and
-  RocksDB: admission, One-ID, the journey engine, timers, the codecs.
+  every output, merge and dead letter is stamped and encoded (every labelled
+  example encoded) as the worker's sink does. Everything the worker does per
+  event except Kafka, Faust and RocksDB: admission, One-ID, the journey
+  engine, decisions, timers, the codecs.
 - ``core``: ``ingest.admit`` + ``engine.step``, states kept as objects, keyed
   by the strongest identifier (no One-ID). The least work per event of the
   journey engine alone.
@@ -36,6 +37,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from models.trainer import encode_example
 from schemas.codec import encode
 from schemas.outputs import DeadLetter
 from streams.batch import Batch, BatchLimits, Record
@@ -82,14 +84,13 @@ class TopicRuntime(LocalRuntime):
                 size += len(encode(merge.model_copy(update={"emitted_at": now})))
             for output in batch.outputs:
                 size += len(encode(output.model_copy(update={"emitted_at": now})))
+        size += sum(len(encode_example(example)) for example in batch.examples)
         self.sent_bytes += size
 
 
-def _batch_pass(
-    inputs: Sequence[Input], settings: Settings, chunk: int = CHUNK
-) -> tuple[float, float, dict[str, Any]]:
-    """The worker's batch protocol in process (see the module docstring)."""
-    rt = TopicRuntime(
+def topic_runtime(settings: Settings) -> TopicRuntime:
+    """A :class:`TopicRuntime` with the worker's configuration and batch limits."""
+    return TopicRuntime(
         oneid_config(settings),
         settings.partitions,
         settings.timer_resolution_seconds * 1000,
@@ -98,20 +99,30 @@ def _batch_pass(
             settings.batch_max_records, settings.batch_max_ms, settings.decoded_cache
         ),
     )
+
+
+async def feed(
+    rt: LocalRuntime, inputs: Sequence[Input], settings: Settings, chunk: int = CHUNK
+) -> None:
+    """The raw touchpoint records through the batch protocol, ``chunk`` at a time."""
     topic = settings.topic("touchpoints")
+    for start in range(0, len(inputs), chunk):
+        await rt.admit(
+            [
+                Record("touchpoints", topic, 0, offset, None, raw, ts)
+                for offset, (raw, ts) in enumerate(inputs[start : start + chunk], start)
+            ]
+        )
+        await rt.run()
 
-    async def go() -> None:
-        for start in range(0, len(inputs), chunk):
-            await rt.admit(
-                [
-                    Record("touchpoints", topic, 0, offset, None, raw, ts)
-                    for offset, (raw, ts) in enumerate(inputs[start : start + chunk], start)
-                ]
-            )
-            await rt.run()
 
+def _batch_pass(
+    inputs: Sequence[Input], settings: Settings, chunk: int = CHUNK
+) -> tuple[float, float, dict[str, Any]]:
+    """The worker's batch protocol in process (see the module docstring)."""
+    rt = topic_runtime(settings)
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    asyncio.run(go())
+    asyncio.run(feed(rt, inputs, settings, chunk))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     outcomes = ("processed", "duplicate", "redelivered", "erased", "dead_lettered", "late")
     counts = {

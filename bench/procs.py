@@ -198,6 +198,7 @@ def versions(kafka: str) -> dict[str, Any]:
                 "pydantic",
                 "pydantic-core",
                 "orjson",
+                "river",
                 "rocksdict",
                 "py-spy",
             )

@@ -47,7 +47,14 @@ from streams.core.engine import TickResult
 from streams.core.errors import CoreError
 from streams.core.identity import normalise, parse_typed
 from streams.core.ingest import IngestPolicy, RecordMeta, admit, dead_letter
-from streams.core.journey import JourneyState, decode_state, encode_state
+from streams.core.journey import (
+    DecisionRecord,
+    JourneyState,
+    decode_decisions,
+    decode_state,
+    encode_decisions,
+    encode_journey_record,
+)
 from streams.core.oneid import (
     Alias,
     FeedbackMsg,
@@ -69,7 +76,9 @@ TICK_KEY = b"\x00tick"
 IMPORT_HEADER = "jf-import"
 
 #: The tables the protocol keeps, co-partitioned with the internal topic.
-TABLES = ("aliases", "journeys", "timers")
+#: ``decisions`` holds the decision fields of journeys (written only when
+#: they change: ``journey.DecisionRecord``).
+TABLES = ("aliases", "journeys", "timers", "decisions")
 
 Stream = Literal["touchpoints", "feedback", "keyed"]
 
@@ -164,13 +173,17 @@ class PartitionView:
         partition: int,
         aliases: Decoded[Alias] | None = None,
         journeys: Decoded[JourneyState] | None = None,
+        decisions: Decoded[DecisionRecord] | None = None,
     ) -> None:
         self.reader = reader
         self.partition = partition
         self._decoded_aliases = Decoded(decode_alias, 0) if aliases is None else aliases
         self._decoded_journeys = Decoded(decode_state, 0) if journeys is None else journeys
+        self._decoded_decisions = Decoded(decode_decisions, 0) if decisions is None else decisions
         self._aliases: dict[str, Alias | None] = {}
         self._journeys: dict[str, JourneyState | None] = {}
+        #: The decision fields each journey read had in the ``decisions`` table.
+        self._stored_decisions: dict[str, DecisionRecord] = {}
         self._timers: dict[bytes, bytes | None] = {}
         self._dirty_aliases: set[str] = set()
         self._dirty_journeys: set[str] = set()
@@ -199,7 +212,15 @@ class PartitionView:
         try:
             return self._journeys[customer_id]
         except KeyError:
-            return self._load(self._journeys, "journeys", self._decoded_journeys, customer_id)
+            pass
+        state = self._load(self._journeys, "journeys", self._decoded_journeys, customer_id)
+        k = customer_id.encode()
+        raw = self.reader.read("decisions", self.partition, k)
+        stored = self._decoded_decisions.decode(k, raw) if raw else _NO_DECISIONS
+        self._stored_decisions[customer_id] = stored
+        if state is not None:
+            state = self._journeys[customer_id] = stored.applied_to(state)
+        return state
 
     def set_journey(self, customer_id: str, state: JourneyState | None) -> None:
         self._journeys[customer_id] = state
@@ -232,11 +253,38 @@ class PartitionView:
             )
         if self._dirty_journeys:
             out["journeys"] = _encoded(
-                self._journeys, self._dirty_journeys, encode_state, self._decoded_journeys
+                self._journeys, self._dirty_journeys, encode_journey_record, self._decoded_journeys
             )
+            decisions = self._decisions_changed()
+            if decisions:
+                out["decisions"] = decisions
         if self._dirty_timers:
             out["timers"] = {k: self._timers[k] for k in self._dirty_timers}
         return out
+
+    def _decisions_changed(self) -> dict[bytes, bytes | None]:
+        """The ``decisions`` records of changed journeys whose decision fields changed."""
+        out: dict[bytes, bytes | None] = {}
+        for key in self._dirty_journeys:
+            state = self._journeys[key]
+            stored = self._stored_decisions.get(key, _NO_DECISIONS)
+            if state is None:
+                if not stored.empty:
+                    out[key.encode()] = None
+                continue
+            if stored.same_as(state):
+                continue
+            record = DecisionRecord.of(state)
+            k = key.encode()
+            if record.empty:
+                out[k] = None
+            else:
+                raw = out[k] = encode_decisions(record)
+                self._decoded_decisions.remember(k, raw, record)
+        return out
+
+
+_NO_DECISIONS = DecisionRecord()
 
 
 def _encoded(
@@ -331,6 +379,7 @@ class BatchEngine:
         self._indexes: dict[int, TimerIndex] = {}
         self.decoded_aliases = Decoded(decode_alias, self.limits.decoded)
         self.decoded_journeys = Decoded(decode_state, self.limits.decoded)
+        self.decoded_decisions = Decoded(decode_decisions, self.limits.decoded)
 
     async def process(self, records: Sequence[Record]) -> None:
         """Apply ``records`` (each partition's in offset order), in batches."""
@@ -410,7 +459,11 @@ class BatchEngine:
         view = batch.views.get(partition)
         if view is None:
             view = batch.views[partition] = PartitionView(
-                self.reader, partition, self.decoded_aliases, self.decoded_journeys
+                self.reader,
+                partition,
+                self.decoded_aliases,
+                self.decoded_journeys,
+                self.decoded_decisions,
             )
         return view
 

@@ -27,10 +27,12 @@ future-timestamp check does not apply.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.labels import Example
 from schemas.codec import dump
 from schemas.outputs import DeadLetter, Merge
 from streams.batch import Record
@@ -54,16 +56,21 @@ class ReplayResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     journeys: dict[str, JourneyState] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    #: Labelled decisions (what the worker sends its trainer).
+    examples: list[Example] = field(default_factory=list)
 
     def records(self) -> Iterable[dict[str, Any]]:
-        """Everything as JSON-ready dicts: outputs, merges, dead letters, then
-        final profiles (``kind: journey``) sorted by customer id."""
+        """Everything as JSON-ready dicts: outputs, merges, dead letters,
+        labelled decisions (``kind: example``), then final profiles (``kind:
+        journey``) sorted by customer id."""
         for output in self.outputs:
             yield dump(output)
         for merge in self.merges:
             yield dump(merge)
         for letter in self.dead_letters:
             yield dump(letter)
+        for example in self.examples:
+            yield {"kind": "example", **dataclasses.asdict(example)}
         for customer_id in sorted(self.journeys):
             yield {"kind": "journey", **self.journeys[customer_id].model_dump(mode="json")}
 
@@ -114,6 +121,7 @@ async def _replay(lines: Iterable[bytes], settings: Settings, until_ms: int | No
     counts["merges"] = len(runtime.merges)
     result.outputs = runtime.outputs
     result.merges = runtime.merges
+    result.examples = runtime.examples
     result.journeys = runtime.customers()
     result.counts = counts
     return result

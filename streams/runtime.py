@@ -26,9 +26,9 @@ from aiokafka.partitioner import murmur2
 
 from models.labels import Example
 from schemas.outputs import DeadLetter, Feedback, Merge
-from streams.batch import TICK_KEY, Batch, BatchEngine, BatchLimits, Record
+from streams.batch import TICK_KEY, Batch, BatchEngine, BatchLimits, PartitionView, Record
 from streams.core.ingest import Admitted, IngestPolicy
-from streams.core.journey import JourneyState, decode_state
+from streams.core.journey import JourneyState
 from streams.core.oneid import (
     FeedbackMsg,
     Message,
@@ -66,6 +66,7 @@ class LocalRuntime:
     aliases: dict[bytes, bytes] = field(default_factory=dict)
     journeys: dict[bytes, bytes] = field(default_factory=dict)
     timers: dict[bytes, bytes] = field(default_factory=dict)
+    decisions: dict[bytes, bytes] = field(default_factory=dict)
     outputs: list[Output] = field(default_factory=list)
     examples: list[Example] = field(default_factory=list)
     merges: list[Merge] = field(default_factory=list)
@@ -83,7 +84,12 @@ class LocalRuntime:
         #: The latest event time admitted (replay's default end of time).
         self.latest_event_ms: int | None = None
         self._offsets: dict[int, int] = {}
-        self._tables = {"aliases": self.aliases, "journeys": self.journeys, "timers": self.timers}
+        self._tables = {
+            "aliases": self.aliases,
+            "journeys": self.journeys,
+            "timers": self.timers,
+            "decisions": self.decisions,
+        }
         self.engine = BatchEngine(
             self.config, self.policy, self.timer_width_ms, self, self, self.limits
         )
@@ -196,8 +202,16 @@ class LocalRuntime:
             if root is None or root == key:
                 break
             key = root
-        raw_journey = self.journeys.get(key.encode())
-        return decode_state(raw_journey) if raw_journey else None
+        return self.journey(key)
+
+    def journey(self, customer_id: str) -> JourneyState | None:
+        """A customer's journey as the tables hold it (decision fields included)."""
+        return PartitionView(self, key_partition(customer_id, self.partitions)).journey(customer_id)
 
     def customers(self) -> dict[str, JourneyState]:
-        return {k.decode(): decode_state(v) for k, v in self.journeys.items()}
+        out = {}
+        for k in self.journeys:
+            state = self.journey(k.decode())
+            assert state is not None
+            out[k.decode()] = state
+        return out

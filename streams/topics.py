@@ -42,6 +42,7 @@ class Topics:
     journeys_changelog: TopicSpec
     timers_changelog: TopicSpec
     aliases_changelog: TopicSpec
+    decisions_changelog: TopicSpec
     examples: TopicSpec
     models: TopicSpec
 
@@ -58,6 +59,7 @@ class Topics:
             self.journeys_changelog,
             self.timers_changelog,
             self.aliases_changelog,
+            self.decisions_changelog,
             self.examples,
             self.models,
         ]
@@ -111,6 +113,12 @@ def topics_for(settings: Settings) -> Topics:
             f"{settings.app_id}-aliases-changelog",
             "internal: One-ID alias table changelog",
             "identifier",
+            {"cleanup.policy": "compact"},
+        ),
+        decisions_changelog=TopicSpec(
+            f"{settings.app_id}-decisions-changelog",
+            "internal: journeys' open decisions table changelog",
+            "customer id",
             {"cleanup.policy": "compact"},
         ),
         # One partition each: one trainer learns from every example in order,

@@ -903,6 +903,81 @@ def encode_state(state: JourneyState) -> bytes:
     return b'{"version":%d,%s' % (STATE_VERSION, body[1:])
 
 
+#: The journey's decision fields: a table of their own in the worker
+#: (``streams.batch``), written only when they change, so the features of a
+#: decision are not rewritten with every counter.
+DECISION_FIELDS = frozenset({"decisions", "labelled", "last_decision_ms"})
+DECISIONS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """The decision fields of a journey, as their table stores them."""
+
+    decisions: tuple[Decision, ...] = ()
+    labelled: tuple[Example, ...] = ()
+    last_decision_ms: int | None = None
+
+    @classmethod
+    def of(cls, state: JourneyState) -> DecisionRecord:
+        return cls(state.decisions, state.labelled, state.last_decision_ms)
+
+    def same_as(self, state: JourneyState) -> bool:
+        """Does the journey hold exactly these (identity first: unchanged fields
+        of a ``model_copy`` are the same objects)?"""
+        return (
+            (state.decisions is self.decisions or state.decisions == self.decisions)
+            and (state.labelled is self.labelled or state.labelled == self.labelled)
+            and state.last_decision_ms == self.last_decision_ms
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not self.decisions and not self.labelled and self.last_decision_ms is None
+
+    def applied_to(self, state: JourneyState) -> JourneyState:
+        if self.same_as(state):
+            return state
+        return state.model_copy(
+            update={
+                "decisions": self.decisions,
+                "labelled": self.labelled,
+                "last_decision_ms": self.last_decision_ms,
+            }
+        )
+
+
+def encode_journey_record(state: JourneyState) -> bytes:
+    """:func:`encode_state` without the decision fields (the journeys table's record)."""
+    body = state.__pydantic_serializer__.to_json(
+        state, exclude_defaults=True, exclude=set(DECISION_FIELDS)
+    )
+    if state.version != STATE_VERSION:
+        return body
+    return b'{"version":%d,%s' % (STATE_VERSION, body[1:])
+
+
+def encode_decisions(record: DecisionRecord) -> bytes:
+    """The decisions table's record (JSON)."""
+    return orjson.dumps(
+        {
+            "version": DECISIONS_VERSION,
+            "decisions": record.decisions,
+            "labelled": record.labelled,
+            "last_decision_ms": record.last_decision_ms,
+        }
+    )
+
+
+def decode_decisions(raw: bytes) -> DecisionRecord:
+    data = orjson.loads(raw)
+    return DecisionRecord(
+        tuple(Decision(**d) for d in data.get("decisions", ())),
+        tuple(Example(**e) for e in data.get("labelled", ())),
+        data.get("last_decision_ms"),
+    )
+
+
 def decode_state(raw: bytes) -> JourneyState:
     """Read a table record written by this or an older version of journeyflow.
 

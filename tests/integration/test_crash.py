@@ -36,7 +36,7 @@ from kafka_io import count_messages, produce, read_topic
 from schemas.codec import InvalidEvent, dump
 from schemas.vocabulary import IDENTITY_TYPES
 from streams.config import load_rules
-from streams.core.journey import decode_state
+from streams.core.journey import decode_decisions, decode_state
 from streams.producer import prepare
 from streams.replay import replay
 from streams.settings import Settings
@@ -100,7 +100,26 @@ def env(rules: Path) -> dict[str, str]:
         # inside or outside the default hour depends on tick timing, which
         # replay does not have: keep them all on time for an exact comparison
         "JOURNEYFLOW_LATE_AFTER_SECONDS": str(LATE_AFTER),
+        # recorded decisions carry the scores of the models in use, and replay
+        # scores with untrained ones: the live runs publish no snapshot here
+        # (tests/integration/test_learning.py covers the trainer)
+        "JOURNEYFLOW_SNAPSHOT_INTERVAL_SECONDS": "86400",
+        "JOURNEYFLOW_SNAPSHOT_EVERY_EXAMPLES": "1000000000",
     }
+
+
+def labelled(ns: Namespace) -> dict[tuple, dict]:
+    """Every labelled decision sent to the trainer, with the features it was
+    decided on (repeats after a crash collapse)."""
+    return {
+        (e["decision_id"], e["target"], e["label"], e["correction"]): e["features"]
+        for e in (orjson.loads(r.value) for r in read_topic(ns.bootstrap, f"{ns.app_id}-examples"))
+    }
+
+
+#: Compared apart: open decisions and clock labels depend on how far each
+#: clock has moved (replay moves every clock to the end of time).
+APART = {"source_offsets", "decisions", "labelled"}
 
 
 def final_journeys(ns: Namespace) -> dict[bytes, dict]:
@@ -112,6 +131,23 @@ def final_journeys(ns: Namespace) -> dict[bytes, dict]:
         for k, v in latest.items()
         if v is not None
     }
+
+
+def open_decisions(ns: Namespace) -> dict[str, dict]:
+    """Decision id -> features of every decision still open (the decisions table)."""
+    latest: dict[bytes, bytes | None] = {}
+    for record in read_topic(ns.bootstrap, f"{ns.app_id}-decisions-changelog"):
+        latest[record.key] = record.value
+    return {
+        d.decision_id: d.features
+        for v in latest.values()
+        if v is not None
+        for d in decode_decisions(v).decisions
+    }
+
+
+def without(journeys: dict[bytes, dict], fields: set[str]) -> dict[bytes, dict]:
+    return {k: {f: v for f, v in j.items() if f not in fields} for k, j in journeys.items()}
 
 
 def outputs(ns: Namespace) -> tuple[dict[str, dict], int]:
@@ -223,15 +259,29 @@ def test_kill_9_loses_and_doubles_nothing(kafka_bootstrap: str, tmp_path: Path) 
     )
     replayed = replay([value for _, value, _ in records], settings, until_ms=2**62)
     replay_journeys = {
-        k.encode(): j.model_dump(mode="json", exclude={"source_offsets"})
-        for k, j in replayed.journeys.items()
+        k.encode(): j.model_dump(mode="json", exclude=APART) for k, j in replayed.journeys.items()
     }
     replay_outputs = {o.id: dump(o) for o in replayed.outputs}
-    assert replay_journeys.keys() == journeys_a.keys()
-    assert [k for k in journeys_a if journeys_a[k] != replay_journeys[k]] == []
+    live = without(journeys_a, APART)
+    assert replay_journeys.keys() == live.keys()
+    assert [k for k in live if live[k] != replay_journeys[k]] == []
     assert replay_outputs == outputs_a
 
     assert book_a == book_b
+    # decisions and the trainer's examples too: none lost to the crashes, none
+    # made up; replay, its clocks moved to the end of time, has labelled every
+    # decision by now, with the same features (the live scores are those of
+    # untrained models: no snapshot was published, see env())
+    examples_a = labelled(calm)
+    assert examples_a and labelled(crashed) == examples_a
+    replay_examples = {
+        (e.decision_id, e.target, e.label, e.correction): e.features for e in replayed.examples
+    }
+    assert all(replay_examples.get(k) == features for k, features in examples_a.items())
+    replay_decisions = {e.decision_id: e.features for e in replayed.examples}
+    open_a = open_decisions(calm)
+    assert open_a and open_decisions(crashed) == open_a
+    assert all(replay_decisions.get(i) == features for i, features in open_a.items())
     assert sum(1 for o in outputs_a.values() if o.get("action") == "remind_coupon") > 0
     assert journeys_a.keys() == journeys_b.keys()
     different = [k for k in journeys_a if journeys_a[k] != journeys_b[k]]

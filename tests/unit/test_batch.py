@@ -145,14 +145,15 @@ def applied(raws: list[bytes], **limits: float) -> tuple[LocalRuntime, tuple[obj
     rt = runtime(**limits)
     asyncio.run(rt.admit(touchpoints(raws)))
     asyncio.run(rt.run())
-    return rt, (rt.journeys, sorted(o.id for o in rt.outputs), rt.counts)
+    examples = sorted((e.decision_id, e.target, e.label) for e in rt.examples)
+    return rt, (rt.journeys, rt.decisions, sorted(o.id for o in rt.outputs), rt.counts, examples)
 
 
 def test_batches_of_any_size_give_the_same_journeys_and_outputs() -> None:
     raws = simulated(9, 80, 1500)
     results = [applied(raws, records=limit)[1] for limit in (1, 13, 1000)]
     assert results[0] == results[1] == results[2]
-    counts = results[0][2]
+    counts = results[0][3]
     assert isinstance(counts, dict) and counts["processed"] > 1000
 
 
@@ -184,6 +185,29 @@ def test_remembering_decoded_records_changes_no_result() -> None:
         assert len(rt.engine.decoded_journeys) <= decoded
         results.append(seen)
     assert results[0] == results[1] == results[2]
+
+
+def test_decisions_have_a_table_of_their_own_written_when_they_change() -> None:
+    raws = simulated(5, 60, 800)
+    rt = Recording(runtime().config, partitions=4, timer_width_ms=60_000)
+    asyncio.run(rt.admit(touchpoints(raws)))
+    asyncio.run(rt.run())
+    assert rt.decisions, "simulated traffic makes decisions"
+    assert all(b'"decisions"' not in raw for raw in rt.journeys.values())
+    customers = rt.customers()
+    with_decisions = {k for k, j in customers.items() if j.last_decision_ms is not None}
+    assert {k.decode() for k in rt.decisions} == with_decisions
+    # a later event that decides nothing (a like) rewrites the journey, not its decisions
+    [key] = [k for k in sorted(with_decisions) if k.startswith("live_viewer_id:")][:1]
+    before = dict(rt.decisions)
+    viewer = key.split(":", 1)[1]
+    at = datetime.fromtimestamp(customers[key].last_seen_ms / 1000 + 1, UTC)
+    like = make_raw("live.like", identities={"live_viewer_id": viewer}, at=at)
+    journey_before = rt.journeys[key.encode()]
+    asyncio.run(rt.admit(touchpoints([like])))
+    asyncio.run(rt.run())
+    assert rt.journeys[key.encode()] != journey_before and rt.decisions == before
+    assert rt.journey(key) is not None and rt.journey(key).decisions == customers[key].decisions
 
 
 def test_bad_input_becomes_a_dead_letter_and_the_batch_goes_on() -> None:

@@ -35,6 +35,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from models.propensity import ModelSpec, SnapshotError, snapshot_header
 from models.trainer import ModelScorer, Trainer, decode_example
 from streams.metrics import Metrics
+from streams.settings import Settings
+from streams.topics import Topics
 
 log = logging.getLogger("journeyflow.learning")
 
@@ -291,7 +293,7 @@ class Learning:
     the trainer, and their gauges (``streams.app`` attaches it)."""
 
     def __init__(
-        self, settings: Any, topics: Any, specs: dict[str, ModelSpec], metrics: Metrics
+        self, settings: Settings, topics: Topics, specs: dict[str, ModelSpec], metrics: Metrics
     ) -> None:
         self.metrics = metrics
         self.scorer = ModelScorer(specs)

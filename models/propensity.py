@@ -9,8 +9,9 @@ exactly the same numbers. Models are built by :func:`build` from a
 examples in the same order give the same model, byte for byte.
 
 Until a model has learned from ``spec.min_examples`` labelled examples it is
-not :attr:`~OnlineModel.ready`, and decisions fall back to the rule-based
-lead score (the caller says so in the action's reason).
+not :attr:`~OnlineModel.ready`; choosing actions (issue #10, not built yet)
+is to fall back to the rule-based lead score until then and say so in the
+action's reason.
 
 >>> model = build(ModelSpec(target="convert", min_examples=2))
 >>> model.ready, round(model.score({"lead_score": 3.0}), 3)

@@ -74,6 +74,7 @@ class Trainer:
     """Online models learning from labelled examples, with their quality."""
 
     def __init__(self, specs: Mapping[str, ModelSpec], window: int = 10_000) -> None:
+        self.specs = dict(specs)
         self.models: dict[str, OnlineModel] = {t: build(spec) for t, spec in specs.items()}
         self.quality = {t: RollingQuality(window) for t in specs}
         #: Target -> corrections (late transactions) learned.
@@ -86,9 +87,11 @@ class Trainer:
     def resume(self, raw: bytes) -> OnlineModel:
         """Go on from a snapshot (the newest on the snapshot topic), keeping its
         version line, so a restarted trainer neither starts from zero nor
-        publishes versions the workers already have."""
+        publishes versions the workers already have. The configured spec
+        (``min_examples``, horizon) replaces the one the snapshot was taken with."""
         model = load(raw)
         target = model.spec.target
+        model.spec = self.specs.get(target, model.spec)
         known = self.models.get(target)
         if known is None or model.version >= known.version:
             self.models[target] = model
@@ -134,6 +137,7 @@ class ModelScorer:
     """The newest snapshot of each target's model (untrained until one comes)."""
 
     def __init__(self, specs: Mapping[str, ModelSpec]) -> None:
+        self.specs = dict(specs)
         self.models: dict[str, OnlineModel] = {t: build(spec) for t, spec in specs.items()}
         #: Target -> the snapshot bytes installed (for a trainer to resume from).
         self.snapshots: dict[str, bytes] = {}
@@ -150,7 +154,9 @@ class ModelScorer:
         current = self.models.get(target)
         if current is None or int(header["version"]) <= current.version:
             return False
-        self.models[target] = load(raw)
+        model = load(raw)
+        model.spec = self.specs[target]  # the configured readiness, not the trainer's then
+        self.models[target] = model
         self.snapshots[target] = raw
         return True
 

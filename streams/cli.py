@@ -420,8 +420,8 @@ def models(as_json: bool) -> None:
     facts = [header_facts(snapshots[t]) for t in sorted(snapshots)]
     if not facts:
         click.echo(
-            "no model snapshot yet: the models are untrained, and decisions use the lead "
-            "score until they have learned JOURNEYFLOW_MODEL_MIN_EXAMPLES labelled decisions"
+            "no model snapshot yet: the models are untrained (decisions are recorded and "
+            "scored 0.5 until the trainer publishes one)"
         )
         return
     if as_json:

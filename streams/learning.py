@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,8 @@ log = logging.getLogger("journeyflow.learning")
 
 #: Meta key of a snapshot: offset of the last example it learned.
 OFFSET_META = "examples_offset"
+#: Examples the trainer remembers to skip a repeat (a crash re-sends a batch's).
+SEEN_EXAMPLES = 100_000
 
 
 class ModelFeed:
@@ -99,8 +102,8 @@ class ModelFeed:
             target = str(header["spec"]["target"])
             if target not in self.scorer.models:
                 return
-            self.latest[target] = raw
             if self.scorer.install(raw):
+                self.latest[target] = raw
                 log.info("scoring %s with model version %s", target, header["version"])
                 if self.metrics is not None:
                     self.metrics.snapshots.labels(target, "installed").inc()
@@ -126,8 +129,13 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service.trainer = None
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        if assigned:
+        if not assigned:
+            return
+        try:
             await self.service.take_over(assigned)
+        except Exception as exc:  # aiokafka would swallow it and leave nobody training
+            log.warning("trainer: could not take over (%s); starting over", exc)
+            self.service.broken = True
 
 
 class TrainerService:
@@ -165,6 +173,10 @@ class TrainerService:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._stopping = False
+        #: The last take-over failed: start over (new consumer, new take-over).
+        self.broken = False
+        #: Examples learned lately (a crash re-sends a batch's examples at new offsets).
+        self._seen: OrderedDict[tuple[str, str, bool], None] = OrderedDict()
 
     async def run(self) -> None:
         while not self._stopping:
@@ -179,12 +191,27 @@ class TrainerService:
                 await asyncio.sleep(2)
 
     async def take_over(self, assigned: list[TopicPartition]) -> None:
-        """This worker trains now: resume from the newest snapshots."""
-        await self.feed.caught_up.wait()
+        """This worker trains now: resume from the newest snapshots, read to
+        the end of their topic now (the feed may be behind a snapshot the
+        previous trainer published moments ago)."""
+        try:
+            latest = await read_snapshots(self.bootstrap, self.models_topic, CATCH_UP_WAIT_S)
+        except Exception as exc:
+            log.warning("trainer: snapshots not read (%s); resuming from those seen", exc)
+            latest = dict(self.feed.latest)
         trainer = Trainer(self.specs)
         learned: dict[str, int] = {}
-        for target, raw in self.feed.latest.items():
-            model = trainer.resume(raw)
+        for target, raw in latest.items():
+            if target not in self.specs:
+                continue
+            try:
+                model = trainer.resume(raw)
+            except SnapshotError as exc:
+                # start anew, but after its version, or the workers would ignore ours
+                log.warning("trainer: %s snapshot not loadable (%s); learning anew", target, exc)
+                with contextlib.suppress(SnapshotError, KeyError, TypeError, ValueError):
+                    trainer.models[target].version = int(snapshot_header(raw)["version"])
+                continue
             offset = model.meta.get(OFFSET_META)
             if isinstance(offset, int):
                 learned[target] = offset
@@ -212,6 +239,9 @@ class TrainerService:
         consumer.subscribe([self.examples_topic], listener=_Assignment(self))
         await consumer.start()
         while not self._stopping:
+            if self.broken:
+                self.broken = False
+                raise RuntimeError("the take-over failed")
             fetched = await consumer.getmany(timeout_ms=1000, max_records=1000)
             trainer = self.trainer
             if trainer is None:
@@ -235,6 +265,12 @@ class TrainerService:
             return
         if offset <= self.learned_to.get(example.target, -1):
             return  # its newest snapshot has it
+        key = (example.decision_id, example.target, example.correction)
+        if key in self._seen:
+            return  # sent again after a worker's crash
+        self._seen[key] = None
+        if len(self._seen) > SEEN_EXAMPLES:
+            self._seen.popitem(last=False)
         if trainer.learn(example):
             self.learned_to[example.target] = offset
             if self.metrics is not None:
@@ -243,6 +279,8 @@ class TrainerService:
     async def _publish(self, trainer: Trainer, last_offset: int) -> None:
         assert self._producer is not None
         for target in sorted(t for t, n in trainer.unsaved.items() if n):
+            if trainer is not self.trainer:
+                return  # revoked meanwhile: the new trainer publishes
             raw = trainer.snapshot(
                 target,
                 **{OFFSET_META: self.learned_to.get(target, last_offset), "at": time.time()},

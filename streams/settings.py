@@ -192,8 +192,9 @@ class Settings(BaseSettings):
     model_min_examples: int = Field(
         default=200,
         ge=0,
-        description="Labelled examples a model learns from before decisions use its scores "
-        "(until then they fall back to the lead score).",
+        description="Labelled examples a model learns from before it is ready: the coming "
+        "action choice uses a model's scores only then (the lead score before). Decisions "
+        "are recorded and scored either way.",
     )
     snapshot_every_examples: int = Field(
         default=500,

@@ -103,7 +103,8 @@ def step(
         return StepResult(new, outcome)
     new = advance_stage(new, config.stage_model, t, event.event_id, config.limits)
     examples: tuple[Example, ...] = ()
-    if config.decisions is not None:  # a late transaction too: it corrects labels
+    if config.decisions is not None and new.transactions > state.transactions:
+        # a new order (not another report of a known one); late ones too: they correct labels
         new, examples = label_transaction(new, event, t, config.decisions, config.limits)
     if quiet:
         return StepResult(new, outcome, examples=examples)

@@ -117,6 +117,18 @@ def test_a_purchase_labels_convert_and_opens_churn() -> None:
     assert set(after.scores) == {"convert", "churn"} and after.features["transactions"] == 1.0
 
 
+def test_one_order_reported_on_two_channels_labels_once() -> None:
+    j = Journey(config=deciding())
+    j.send("live.add_to_cart")
+    j.send("live.order", order_id="O-5", at=T0 + timedelta(hours=2))
+    assert j.last is not None and len(j.last.examples) == 1
+    assert j.state is not None
+    open_ = j.state.decisions  # the purchase is a decision point itself
+    j.send("order.paid", order_id="O-5", at=T0 + timedelta(hours=2, minutes=5))  # same order
+    assert j.last is not None and j.last.examples == ()
+    assert j.state is not None and j.state.decisions == open_ != ()
+
+
 def test_a_late_order_is_quiet_but_still_labels() -> None:
     j = Journey(config=deciding())
     j.send("live.add_to_cart")

@@ -13,6 +13,7 @@ from models.features import NEVER_DAYS, journey_features
 from models.labels import (
     HOUR,
     Decision,
+    Example,
     add_decision,
     merge_decisions,
     on_clock,
@@ -20,6 +21,7 @@ from models.labels import (
 )
 from models.propensity import ModelSpec, SnapshotError, build, load, snapshot_header
 from models.quality import RollingQuality, exact_auc
+from models.trainer import ModelScorer, Trainer, default_specs
 
 # --- features -------------------------------------------------------------------
 
@@ -234,3 +236,37 @@ def test_merged_customers_keep_the_newest_decisions_once() -> None:
     a = (_decision(1, 1), _decision(3, 3))
     b = (_decision(2, 2), _decision(3, 3), _decision(4, 4))
     assert [d.decision_id for d in merge_decisions(a, b, 3)] == ["d2", "d3", "d4"]
+
+
+# --- trainer and scorer -----------------------------------------------------------
+
+
+def _example(i: int, label: bool, *, score: float = 0.3, correction: bool = False) -> Example:
+    return Example(
+        f"d{i}", "convert", i, {"lead_score": float(i % 7)}, score, 0, label, i + 1, correction
+    )
+
+
+def test_a_correction_turns_the_provisional_label_round_in_the_quality_window() -> None:
+    trainer = Trainer(default_specs(min_examples=2))
+    trainer.learn(_example(1, False, score=0.9))
+    trainer.learn(_example(2, True, score=0.2))
+    assert trainer.quality["convert"].auc() == 0.0  # the high score went to the negative
+    trainer.learn(_example(1, True, score=0.9, correction=True))  # a late order
+    q = trainer.quality["convert"]
+    assert len(q) == 2 and q.positives() == 2 and trainer.corrections["convert"] == 1
+    assert trainer.models["convert"].examples == 3  # learned on top: it cannot unlearn
+
+
+def test_snapshots_carry_on_the_version_line_with_the_configured_readiness() -> None:
+    trainer = Trainer(default_specs(min_examples=1))
+    trainer.learn(_example(1, True))
+    raw = trainer.snapshot("convert", examples_offset=41)
+    successor = Trainer(default_specs(min_examples=500))  # the setting changed since
+    model = successor.resume(raw)
+    assert (model.version, model.meta["examples_offset"], model.ready) == (1, 41, False)
+    successor.learn(_example(2, False))
+    assert snapshot_header(successor.snapshot("convert"))["version"] == 2
+    scorer = ModelScorer(default_specs(min_examples=500))
+    assert scorer.install(raw) and not scorer.ready("convert")
+    assert not scorer.install(raw)  # the same version again changes nothing

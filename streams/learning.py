@@ -216,6 +216,7 @@ class TrainerService:
             if isinstance(offset, int):
                 learned[target] = offset
         self.trainer, self.learned_to = trainer, learned
+        self._seen.clear()  # what an earlier trainer here learned is not in these models
         start = min((learned.get(t, -1) for t in self.specs), default=-1) + 1
         consumer = self._consumer
         assert consumer is not None

@@ -74,6 +74,9 @@ class Example:
     labelled_ms: int
     #: Replaces an earlier label of the same decision (a late transaction).
     correction: bool = False
+    #: Target ``responses`` only: the action and segment (``action|segment``,
+    #: ``models.bandit``) whose delivery this is the outcome of.
+    arm: str | None = None
 
 
 def _label(target: str, bought: bool) -> bool:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import pickle
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,7 +38,10 @@ from river import compose, linear_model, optim, preprocessing
 
 from models.features import Features
 
-Target = Literal["convert", "churn"]
+if TYPE_CHECKING:
+    from models.bandit import ResponseModel
+
+Target = Literal["convert", "churn", "responses"]
 
 #: Snapshot layout: magic, format version, length of the JSON header, header, pickle.
 MAGIC = b"JFM"
@@ -56,7 +59,9 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     target: Target
-    kind: Literal["logistic"] = "logistic"
+    #: ``beta``: the per-action response counts of ``models.bandit`` (target
+    #: ``responses``); ``logistic``: a propensity model.
+    kind: Literal["logistic", "beta"] = "logistic"
     #: SGD step of the logistic regression.
     learning_rate: float = Field(default=0.05, gt=0, le=10)
     l2: float = Field(default=0.0, ge=0)
@@ -68,12 +73,11 @@ class ModelSpec(BaseModel):
 
 
 @dataclass
-class OnlineModel:
-    """A River pipeline (standardised features, logistic regression) with its
-    counts. ``version`` counts the snapshots taken of it."""
+class Counted:
+    """What every model kind keeps with its snapshots: its spec, counts,
+    version (the snapshots taken of it) and free-form facts."""
 
     spec: ModelSpec
-    pipeline: Any
     examples: int = 0
     positives: int = 0
     version: int = 0
@@ -88,18 +92,8 @@ class OnlineModel:
     def ready(self) -> bool:
         return self.examples >= self.spec.min_examples
 
-    def score(self, x: Features) -> float:
-        """P(target | x). Scoring changes nothing (the scaler learns in ``learn``)."""
-        proba = self.pipeline.predict_proba_one(x)
-        return float(proba.get(True, 0.0))
-
-    def learn(self, x: Features, y: bool) -> None:
-        self.pipeline.learn_one(x, bool(y))
-        self.examples += 1
-        self.positives += bool(y)
-
-    def snapshot(self, **meta: Any) -> bytes:
-        """The model as bytes, version one more than the last snapshot's."""
+    def _pack(self, body: bytes, meta: dict[str, Any]) -> bytes:
+        """A snapshot of ``body``, version one more than the last snapshot's."""
         self.version += 1
         self.meta = {**self.meta, **meta}
         header = orjson.dumps(
@@ -111,17 +105,50 @@ class OnlineModel:
                 "meta": self.meta,
             }
         )
-        body = pickle.dumps(self.pipeline, protocol=pickle.HIGHEST_PROTOCOL)
         return _HEAD.pack(MAGIC, FORMAT, len(header)) + header + body
 
 
-def build(spec: ModelSpec) -> OnlineModel:
+@dataclass
+class OnlineModel(Counted):
+    """A River pipeline (standardised features, logistic regression) with its
+    counts."""
+
+    pipeline: Any = None
+
+    def score(self, x: Features) -> float:
+        """P(target | x). Scoring changes nothing (the scaler learns in ``learn``)."""
+        proba = self.pipeline.predict_proba_one(x)
+        return float(proba.get(True, 0.0))
+
+    def learn(
+        self, x: Features, y: bool, *, arm: str | None = None, correction: bool = False
+    ) -> None:
+        """Learn one example (``arm`` is for response models; a correction is
+        learned as one more example)."""
+        self.pipeline.learn_one(x, bool(y))
+        self.examples += 1
+        self.positives += bool(y)
+
+    def snapshot(self, **meta: Any) -> bytes:
+        """The model as bytes, version one more than the last snapshot's."""
+        return self._pack(pickle.dumps(self.pipeline, protocol=pickle.HIGHEST_PROTOCOL), meta)
+
+
+#: What a trainer learns and a scorer holds per target.
+Model: TypeAlias = "OnlineModel | ResponseModel"
+
+
+def build(spec: ModelSpec) -> Model:
     """A new, untrained model for ``spec``."""
+    if spec.kind == "beta":
+        from models.bandit import ResponseModel
+
+        return ResponseModel(spec)
     pipeline = compose.Pipeline(
         preprocessing.StandardScaler(),
         linear_model.LogisticRegression(optimizer=optim.SGD(spec.learning_rate), l2=spec.l2),
     )
-    return OnlineModel(spec, pipeline)
+    return OnlineModel(spec, pipeline=pipeline)
 
 
 def snapshot_header(raw: bytes) -> dict[str, Any]:
@@ -141,7 +168,7 @@ def snapshot_header(raw: bytes) -> dict[str, Any]:
     return header
 
 
-def load(raw: bytes) -> OnlineModel:
+def load(raw: bytes) -> Model:
     """A model from :meth:`OnlineModel.snapshot`.
 
     Snapshots are pickles: load only those journeyflow's own trainer wrote
@@ -149,13 +176,20 @@ def load(raw: bytes) -> OnlineModel:
     """
     header = snapshot_header(raw)
     _, _, size = _HEAD.unpack_from(raw)
+    if header.get("spec", {}).get("kind") == "beta":
+        from models.bandit import ResponseModel
+
+        try:
+            return ResponseModel.from_snapshot(header, raw[_HEAD.size + size :])
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise SnapshotError(f"corrupt response model: {exc}") from None
     try:
         pipeline = pickle.loads(raw[_HEAD.size + size :])  # own snapshots only (see above)
     except Exception as exc:  # a truncated or foreign pickle
         raise SnapshotError(f"corrupt snapshot body: {exc}") from None
     return OnlineModel(
         ModelSpec.model_validate(header["spec"]),
-        pipeline,
+        pipeline=pipeline,
         examples=int(header["examples"]),
         positives=int(header["positives"]),
         version=int(header["version"]),

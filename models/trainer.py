@@ -31,9 +31,10 @@ from typing import Any
 
 import orjson
 
+from models.bandit import ResponseModel
 from models.features import Features
-from models.labels import HOUR, Example
-from models.propensity import ModelSpec, OnlineModel, build, load, snapshot_header
+from models.labels import HOUR, TARGETS, Example
+from models.propensity import Model, ModelSpec, build, load, snapshot_header
 from models.quality import RollingQuality
 
 
@@ -43,7 +44,8 @@ def default_specs(
     convert_horizon_hours: float = 72.0,
     churn_horizon_days: float = 14.0,
 ) -> dict[str, ModelSpec]:
-    """The shipped models: logistic regression for convert and for churn."""
+    """The shipped models: logistic regression for convert and for churn, and
+    the per-action response counts (``models.bandit``)."""
     return {
         "convert": ModelSpec(
             target="convert", min_examples=min_examples, horizon_hours=convert_horizon_hours
@@ -51,12 +53,17 @@ def default_specs(
         "churn": ModelSpec(
             target="churn", min_examples=min_examples, horizon_hours=churn_horizon_days * 24
         ),
+        "responses": ModelSpec(target="responses", kind="beta", min_examples=0),
     }
 
 
 def horizons_ms(specs: Mapping[str, ModelSpec]) -> dict[str, int]:
     """Target -> horizon in event-time ms (what labels decisions)."""
-    return {target: int(spec.horizon_hours * HOUR) for target, spec in specs.items()}
+    return {
+        target: int(spec.horizon_hours * HOUR)
+        for target, spec in specs.items()
+        if target in TARGETS
+    }
 
 
 def encode_example(example: Example) -> bytes:
@@ -75,7 +82,7 @@ class Trainer:
 
     def __init__(self, specs: Mapping[str, ModelSpec], window: int = 10_000) -> None:
         self.specs = dict(specs)
-        self.models: dict[str, OnlineModel] = {t: build(spec) for t, spec in specs.items()}
+        self.models: dict[str, Model] = {t: build(spec) for t, spec in specs.items()}
         self.quality = {t: RollingQuality(window) for t in specs}
         #: Target -> corrections (late transactions) learned.
         self.corrections: Counter[str] = Counter()
@@ -84,7 +91,7 @@ class Trainer:
         #: Target -> examples learned since its last snapshot.
         self.unsaved: Counter[str] = Counter()
 
-    def resume(self, raw: bytes) -> OnlineModel:
+    def resume(self, raw: bytes) -> Model:
         """Go on from a snapshot (the newest on the snapshot topic), keeping its
         version line, so a restarted trainer neither starts from zero nor
         publishes versions the workers already have. The configured spec
@@ -110,7 +117,7 @@ class Trainer:
                 quality.add(example.score, example.label)
         else:
             quality.add(example.score, example.label)
-        model.learn(example.features, example.label)
+        model.learn(example.features, example.label, arm=example.arm, correction=example.correction)
         self.unsaved[example.target] += 1
         return True
 
@@ -138,7 +145,7 @@ class ModelScorer:
 
     def __init__(self, specs: Mapping[str, ModelSpec]) -> None:
         self.specs = dict(specs)
-        self.models: dict[str, OnlineModel] = {t: build(spec) for t, spec in specs.items()}
+        self.models: dict[str, Model] = {t: build(spec) for t, spec in specs.items()}
         #: Target -> the snapshot bytes installed (for a trainer to resume from).
         self.snapshots: dict[str, bytes] = {}
 
@@ -163,3 +170,15 @@ class ModelScorer:
     def ready(self, target: str) -> bool:
         model = self.models.get(target)
         return model is not None and model.ready
+
+    def seen(self, target: str) -> tuple[int, int]:
+        """``(labelled examples learned, needed before its scores are used)``."""
+        model = self.models.get(target)
+        return (0, 0) if model is None else (model.examples, model.spec.min_examples)
+
+    def responses(self) -> ResponseModel:
+        """The per-action response counts in use (empty until a snapshot comes)."""
+        model = self.models.get("responses")
+        if isinstance(model, ResponseModel):
+            return model
+        return ResponseModel(ModelSpec(target="responses", kind="beta", min_examples=0))

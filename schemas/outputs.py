@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from schemas.vocabulary import Channel
+from schemas.vocabulary import Channel, DeliveryChannel, IdentityType
 
 Severity = Literal["info", "warning", "critical"]
 
@@ -37,14 +37,62 @@ class _Output(BaseModel):
     reason: str
 
 
+class Delivery(BaseModel):
+    """How to reach the customer on the action's channel, without raw PII."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: DeliveryChannel
+    identifier_type: Annotated[
+        IdentityType,
+        Field(description="Which of the customer's identifiers the channel delivers to."),
+    ]
+    identifier: Annotated[
+        str,
+        Field(
+            description="Its value as journeyflow holds it: a WeCom external user id, "
+            "an openid (app id in app_id), a member id, or the keyed phone hash the "
+            "brand's CRM can match."
+        ),
+    ]
+    app_id: str | None = Field(default=None, description="The app an openid belongs to.")
+
+
 class Action(_Output):
-    """A next-best-action for marketing automation (topic ``journeyflow.actions``)."""
+    """A next-best-action for marketing automation (topic ``journeyflow.actions``).
+
+    Actions chosen from the catalog (``catalog_version`` set) also say how to
+    deliver them (``delivery``), when (``not_before``, ``expires_at``), with
+    which propensity and probability they were chosen, and why (``reasons``).
+    An action with ``holdout`` true is what a holdout customer would have
+    received: it is logged on ``journeyflow.holdout``, never delivered.
+    """
 
     kind: Literal["action"] = "action"
     action: Annotated[str, Field(description="What to do, e.g. send_coupon.")]
     channel: Channel | None = Field(default=None, description="Where to reach the customer.")
     priority: int = 0
     params: dict[str, Any] = Field(default_factory=dict)
+    delivery: Delivery | None = None
+    not_before: AwareDatetime | None = Field(
+        default=None, description="Do not deliver earlier (quiet hours defer to here)."
+    )
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="Do not deliver later; report it ignored or failed."
+    )
+    catalog_version: str | None = None
+    segment: str | None = Field(default=None, description="Customer's stage when chosen.")
+    propensity: float | None = Field(
+        default=None, description="The model (or lead-score) propensity the choice used."
+    )
+    expected_response: float | None = Field(
+        default=None, description="Posterior mean response rate of this action and segment."
+    )
+    choice_probability: float | None = Field(
+        default=None, description="Probability this action was chosen (off-policy evaluation)."
+    )
+    reasons: list[str] = Field(default_factory=list, description="Top reasons, strongest first.")
+    holdout: bool = False
 
 
 class Alert(_Output):

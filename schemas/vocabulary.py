@@ -21,6 +21,19 @@ Channel = Literal[
 ]
 CHANNELS: Final[tuple[str, ...]] = get_args(Channel)
 
+#: Where an action (``journeyflow.actions``) is delivered: WeCom private
+#: chat, SMS, a mini-program subscription message, a pop-up in the live room,
+#: a task for a store guide, a message in a WeChat group.
+DeliveryChannel = Literal[
+    "wecom",
+    "sms",
+    "mini_program_message",
+    "live_popup",
+    "store_task",
+    "group_message",
+]
+DELIVERY_CHANNELS: Final[tuple[str, ...]] = get_args(DeliveryChannel)
+
 IdentityType = Literal[
     "member_id",
     "wechat_unionid",

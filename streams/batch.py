@@ -42,7 +42,7 @@ import orjson
 
 from models.labels import Example
 from schemas.codec import InvalidEvent, decode_feedback
-from schemas.outputs import DeadLetter, Merge
+from schemas.outputs import Action, DeadLetter, Merge
 from streams.core.engine import TickResult
 from streams.core.errors import CoreError
 from streams.core.identity import normalise, parse_typed
@@ -516,6 +516,11 @@ class BatchEngine:
             batch.counts[f"feedback_{fx.feedback}"] += 1
         for reason in fx.refusals:
             batch.counts[f"refused_{reason}"] += 1
+        for why, n in fx.left_out.items():
+            batch.counts[f"nba_left_out_{why}"] += n
+        for output in fx.outputs:
+            if isinstance(output, Action) and output.catalog_version is not None:
+                batch.counts["nba_holdout" if output.holdout else "nba_sent"] += 1
         event_ms = message_event_ms(message)
         if fx.scheduled:
             index.add(partition, key, tuple(fx.scheduled), event_ms or min(fx.scheduled))

@@ -13,6 +13,7 @@ from typing import Any
 
 from models.propensity import ModelSpec
 from models.trainer import ModelScorer, default_specs, horizons_ms
+from streams.core.actions import ActionsConfig, Catalog, parse_catalog
 from streams.core.decisions import DecisionConfig, Scorer
 from streams.core.engine import CoreConfig
 from streams.core.errors import CoreError
@@ -72,6 +73,19 @@ def load_scoring(path: Path | None) -> Scoring:
         raise JourneyflowError(str(exc)) from None
 
 
+def load_catalog(path: Path | None, stages: StageModel, scoring: Scoring) -> Catalog:
+    """The shipped action catalog and contact policies, or a brand's own JSON
+    file; its stages and tags must be ones the stage model and scoring define."""
+    data = _read_json(path, "catalog") if path else _read_json("catalog/default.json", "catalog")
+    names = {s.id for s in stages.stages} | {d.to for d in stages.decay}
+    try:
+        return parse_catalog(
+            data, stages=frozenset(names), tags=frozenset(t.id for t in scoring.tags)
+        )
+    except CoreError as exc:
+        raise JourneyflowError(str(exc)) from None
+
+
 def model_specs(settings: Settings) -> dict[str, ModelSpec]:
     """The propensity models the settings ask for."""
     return default_specs(
@@ -81,29 +95,39 @@ def model_specs(settings: Settings) -> dict[str, ModelSpec]:
     )
 
 
-def decision_config(settings: Settings, scorer: Scorer | None = None) -> DecisionConfig | None:
+def decision_config(
+    settings: Settings,
+    scorer: Scorer | None = None,
+    catalog: Catalog | None = None,
+) -> DecisionConfig | None:
     """Decision points scored by ``scorer`` (untrained models when not given:
-    replay and the benchmarks score as a worker with no snapshot yet); None
-    when ``JOURNEYFLOW_DECISIONS`` is off."""
+    replay and the benchmarks score as a worker with no snapshot yet), with
+    actions chosen from ``catalog`` when given; None when
+    ``JOURNEYFLOW_DECISIONS`` is off."""
     if not settings.decisions:
         return None
     specs = model_specs(settings)
+    horizons = horizons_ms(specs)
     return DecisionConfig(
         scorer=scorer or ModelScorer(specs),
-        horizons_ms=horizons_ms(specs),
+        horizons_ms=horizons,
         spacing_ms=settings.decision_spacing_minutes * 60_000,
+        actions=None if catalog is None else ActionsConfig(catalog, horizons["churn"]),
     )
 
 
 def core_config(settings: Settings, scorer: Scorer | None = None) -> CoreConfig:
+    stages = load_stage_model(settings.stage_model)
+    scoring = load_scoring(settings.scoring_file)
+    catalog = load_catalog(settings.catalog_file, stages, scoring) if settings.actions else None
     return CoreConfig(
-        stage_model=load_stage_model(settings.stage_model),
+        stage_model=stages,
         rules=load_rules(settings.rules_file),
-        scoring=load_scoring(settings.scoring_file),
+        scoring=scoring,
         limits=JourneyLimits(
             recent_event_ids=settings.dedupe_window, identifiers=settings.max_identifiers
         ),
-        decisions=decision_config(settings, scorer),
+        decisions=decision_config(settings, scorer, catalog),
     )
 
 

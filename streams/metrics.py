@@ -109,6 +109,14 @@ class Metrics:
             "JOURNEYFLOW_LATE_AFTER_SECONDS: applied, but they decided nothing.",
             registry=registry,
         )
+        self.nba = Counter(
+            "journeyflow_nba_total",
+            "Next-best-action arbitration at decision points: sent (on journeyflow.actions), "
+            "holdout (logged on journeyflow.holdout, not sent), left_out_<reason> (a catalog "
+            "action not eligible or stopped by a contact policy, e.g. left_out_day_cap).",
+            ["result"],
+            registry=registry,
+        )
         self.feedback = Counter(
             "journeyflow_feedback_total",
             "Action outcomes from journeyflow.feedback, by result: counted, repeated (a "
@@ -181,6 +189,8 @@ class Metrics:
                 self.identity_refusals.labels(name[8:]).inc(n)
             elif name.startswith("feedback_"):
                 self.feedback.labels(name[9:]).inc(n)
+            elif name.startswith("nba_"):
+                self.nba.labels(name[4:]).inc(n)
             elif name == "late":
                 self.late_events.inc(n)
         for (kind, rule), n in collections.Counter(

@@ -170,6 +170,16 @@ class Settings(BaseSettings):
         description="Record decisions at decision points, label them from event time and "
         "train the propensity models (issue #10); false turns learning off.",
     )
+    actions: bool = Field(
+        default=True,
+        description="Choose a next-best-action from the action catalog at each decision, "
+        "under its contact policies, with its holdout (needs JOURNEYFLOW_DECISIONS).",
+    )
+    catalog_file: Path | None = Field(
+        default=None,
+        description="JSON file of the action catalog and contact policies; the shipped "
+        "catalog when unset.",
+    )
     convert_horizon_hours: float = Field(
         default=72.0,
         gt=0,
@@ -192,9 +202,9 @@ class Settings(BaseSettings):
     model_min_examples: int = Field(
         default=200,
         ge=0,
-        description="Labelled examples a model learns from before it is ready: the coming "
-        "action choice uses a model's scores only then (the lead score before). Decisions "
-        "are recorded and scored either way.",
+        description="Labelled examples a model learns from before it is ready: action "
+        "choice uses a model's scores only then (the lead score before). Decisions are "
+        "recorded and scored either way.",
     )
     snapshot_every_examples: int = Field(
         default=500,

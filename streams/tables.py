@@ -167,6 +167,7 @@ class KafkaSink:
         self.dlq = topics.dlq.name
         self.merges = topics.merges.name
         self.examples = topics.examples.name
+        self.holdout = topics.holdout.name
         self.by_kind = {
             "action": topics.actions.name,
             "alert": topics.alerts.name,
@@ -192,14 +193,17 @@ class KafkaSink:
                 out.add(self.merges, merge.survivor.encode(), value)
             for output in batch.outputs:
                 stamped = output.model_copy(update={"emitted_at": now})
+                topic = self.by_kind[stamped.kind]
                 if isinstance(stamped, Action):
                     key = stamped.customer_id
+                    if stamped.holdout:
+                        topic = self.holdout
                 elif isinstance(stamped, Alert):
                     key = stamped.routing_key
                 else:
                     assert isinstance(stamped, LiveTrigger)
                     key = stamped.live_room_id
-                out.add(self.by_kind[stamped.kind], key.encode(), encode(stamped))
+                out.add(topic, key.encode(), encode(stamped))
         for example in batch.examples:
             out.add(self.examples, example.decision_id.encode(), encode_example(example))
         await out.flush()

@@ -35,6 +35,7 @@ class Topics:
     keyed: TopicSpec
     dlq: TopicSpec
     actions: TopicSpec
+    holdout: TopicSpec
     alerts: TopicSpec
     live_triggers: TopicSpec
     merges: TopicSpec
@@ -52,6 +53,7 @@ class Topics:
             self.keyed,
             self.dlq,
             self.actions,
+            self.holdout,
             self.alerts,
             self.live_triggers,
             self.merges,
@@ -65,7 +67,7 @@ class Topics:
         ]
 
     def outputs(self) -> list[TopicSpec]:
-        return [self.actions, self.alerts, self.live_triggers]
+        return [self.actions, self.holdout, self.alerts, self.live_triggers]
 
 
 def topics_for(settings: Settings) -> Topics:
@@ -85,6 +87,11 @@ def topics_for(settings: Settings) -> Topics:
         ),
         actions=TopicSpec(
             t("actions"), "next-best-actions for marketing automation", "customer id"
+        ),
+        holdout=TopicSpec(
+            t("holdout"),
+            "what holdout customers would have received: never deliver these",
+            "customer id",
         ),
         alerts=TopicSpec(t("alerts"), "alerts for store guides, sales reps, CS", "routing key"),
         live_triggers=TopicSpec(

@@ -21,7 +21,7 @@ from schemas.codec import InvalidEvent, validate_touchpoint
 from streams.config import core_config, ingest_policy
 from streams.core.errors import CoreError
 from streams.core.identity import customer_id_for, normalise, normalise_all, parse_typed
-from streams.core.journey import decode_state
+from streams.core.journey import decode_decisions, decode_state
 from streams.core.oneid import decode_alias, root_of
 from streams.core.pii import InvalidIdentifier
 from streams.core.profile import profile_view
@@ -130,10 +130,11 @@ def add_views(
         partition = key_partition(key, settings.partitions)
         raw_alias = tables.read("aliases", partition, key.encode())
         raw_journey = tables.read("journeys", partition, key.encode())
-        return (
-            decode_alias(raw_alias) if raw_alias else None,
-            decode_state(raw_journey) if raw_journey else None,
-        )
+        journey = decode_state(raw_journey) if raw_journey else None
+        raw_decisions = tables.read("decisions", partition, key.encode())
+        if journey is not None and raw_decisions:
+            journey = decode_decisions(raw_decisions).applied_to(journey)
+        return decode_alias(raw_alias) if raw_alias else None, journey
 
     @app.page("/v1/customers/{identifier}")
     class CustomerView(View):

@@ -37,6 +37,7 @@ from models.labels import (
 )
 from schemas.events import TouchpointEvent
 from schemas.vocabulary import TRANSACTION_EVENTS
+from streams.core.actions import ActionsConfig, ActionScorer
 from streams.core.ids import output_id
 from streams.core.journey import JourneyLimits, JourneyState
 from streams.core.scoring import Scoring
@@ -61,7 +62,7 @@ DECISION_INTENTS = frozenset({"price_inquiry", "price", "promotion"})
 NEGATIVE_SENTIMENT = -0.3
 
 
-class Scorer(Protocol):
+class Scorer(ActionScorer, Protocol):
     """The models a step scores with (the worker's hot-swapped snapshots)."""
 
     def score(self, target: str, features: Features) -> tuple[float, int]:
@@ -78,6 +79,8 @@ class DecisionConfig:
     #: A customer gets a new decision at most this often (event time): the
     #: examples of one customer stay few and far apart.
     spacing_ms: int = HOUR
+    #: Choosing an action at each decision (None: decisions are only scored).
+    actions: ActionsConfig | None = None
 
 
 def is_decision_point(event: TouchpointEvent, stage_before: str | None, stage: str | None) -> bool:
@@ -102,15 +105,15 @@ def record_decision(
     config: DecisionConfig,
     limits: JourneyLimits,
     scoring: Scoring,
-) -> tuple[JourneyState, tuple[int, ...]]:
+) -> tuple[JourneyState, tuple[int, ...], Decision | None]:
     """Score and record a decision if this event is a decision point:
-    ``(state, due times to index)``. ``convert`` is scored for everyone,
+    ``(state, due times to index, the decision recorded)``. ``convert`` is scored for everyone,
     ``churn`` for customers who have bought (only they can leave)."""
     if not is_decision_point(event, stage_before, state.stage):
-        return state, ()
+        return state, (), None
     latest = state.last_decision_ms
     if latest is not None and abs(at_ms - latest) < config.spacing_ms:
-        return state, ()
+        return state, (), None
     features = journey_features(
         state,
         at_ms,
@@ -129,15 +132,15 @@ def record_decision(
         scores[target] = round(score, 6)
         versions[target] = version
     if not scores:
-        return state, ()
+        return state, (), None
     decision = Decision(
         output_id("decision", state.customer_id, event.event_id), at_ms, features, scores, versions
     )
     decisions, _dropped = add_decision(state.decisions, decision, limits.decisions)
     if decisions is state.decisions:
-        return state, ()
+        return state, (), None
     update = {"decisions": decisions, "last_decision_ms": max(at_ms, latest or at_ms)}
-    return state.model_copy(update=update), decision.due_ms(config.horizons_ms)
+    return state.model_copy(update=update), decision.due_ms(config.horizons_ms), decision
 
 
 def label_transaction(

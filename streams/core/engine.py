@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from models.labels import Example
+from streams.core.actions import choose
+from streams.core.actions import on_clock as settle_clock
 from streams.core.decisions import DecisionConfig, label_clock, label_transaction, record_decision
 from streams.core.ingest import Admitted
 from streams.core.journey import (
@@ -52,6 +54,8 @@ class StepResult:
     scheduled: tuple[int, ...] = ()
     #: Decisions this event labelled (``streams.core.decisions``).
     examples: tuple[Example, ...] = ()
+    #: Catalog actions arbitration left out, by reason (``streams.core.actions``).
+    left_out: dict[str, int] = field(default_factory=dict)
 
 
 def step(
@@ -112,12 +116,28 @@ def step(
     new, outputs = decide(config.rules, new, event, config.limits, t)
     new = schedule_decay(new, config.stage_model, config.limits)
     scheduled = tuple(p.due_ms for p in new.pending if (p.rule_id, p.cause_event_id) not in before)
+    chosen: tuple[Output, ...] = ()
+    left_out: dict[str, int] = {}
     if config.decisions is not None and newest:
-        new, due = record_decision(
+        new, due, decision = record_decision(
             new, event, t, stage_before, config.decisions, config.limits, config.scoring
         )
         scheduled += due
-    return StepResult(new, outcome, (*early, *outputs), scheduled, examples)
+        actions = config.decisions.actions
+        if decision is not None and actions is not None:
+            choice = choose(
+                new,
+                event,
+                decision,
+                actions,
+                config.decisions.scorer,
+                config.scoring,
+                config.limits,
+            )
+            new, left_out = choice.state, dict(choice.left_out)
+            if choice.action is not None:
+                chosen = (choice.action,)
+    return StepResult(new, outcome, (*early, *outputs, *chosen), scheduled, examples, left_out)
 
 
 @dataclass(frozen=True)
@@ -134,4 +154,7 @@ def tick(state: JourneyState, now_ms: int, config: CoreConfig | None = None) -> 
     examples: tuple[Example, ...] = ()
     if config is not None and config.decisions is not None:
         new, examples = label_clock(new, now_ms, config.decisions, config.limits)
+        if config.decisions.actions is not None:
+            settled = settle_clock(new, now_ms)
+            new, examples = settled.state, (*examples, *settled.examples)
     return TickResult(new, tuple(outputs), examples)

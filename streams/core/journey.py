@@ -20,7 +20,7 @@ it does not know (a newer writer during a rolling upgrade).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.labels import Decision, Example, merge_decisions, merge_labelled
 from schemas.events import TouchpointEvent
 from schemas.vocabulary import CUSTOM_BUCKET, CUSTOM_PREFIX, TRANSACTION_EVENTS
+from streams.core.contacts import Contact, merge_contacts
 from streams.core.identity import order_key
 from streams.core.scoring import NOT_TOUCHES, Scoring, add_decayed, merge_decayed
 from streams.core.stages import Counted, StageModel
@@ -44,7 +45,7 @@ from streams.core.stages import Counted, StageModel
 #: ``progress`` (exact stage entry times); v4 records keep their history as
 #: it was written and go on appending (``progress`` None). 6: ``decisions``
 #: and ``labelled`` (``streams.core.decisions``); v5 records load with none.
-STATE_VERSION = 6
+STATE_VERSION = 7
 
 #: Event types that show interest (AIPL's "I"): active engagement, not exposure.
 ENGAGEMENT_EVENTS = frozenset(
@@ -95,6 +96,9 @@ class JourneyLimits:
     #: kept for a late transaction's correction.
     decisions: int = 4
     labelled: int = 4
+    #: Actions chosen for the customer (``streams.core.contacts``), newest by
+    #: delivery time; enough for a week's caps.
+    contacts: int = 32
 
 
 class StageEntry(BaseModel):
@@ -205,6 +209,12 @@ class JourneyState(BaseModel):
     labelled: tuple[Example, ...] = ()
     #: Event time of the newest decision recorded (open or labelled since).
     last_decision_ms: int | None = None
+    #: Actions chosen for this customer and what became of them
+    #: (``streams.core.contacts``): what contact policies read.
+    contacts: tuple[Contact, ...] = ()
+    #: Action id -> deliveries ignored in a row (a response resets it): an
+    #: action ignored ``ignored_limit`` times is suppressed.
+    ignored: dict[str, int] = Field(default_factory=dict)
 
     @property
     def recent_event_ids(self) -> tuple[str, ...]:
@@ -653,6 +663,10 @@ def merge_states(
                 (x for x in (a.last_decision_ms, b.last_decision_ms) if x is not None),
                 default=None,
             ),
+            "contacts": merge_contacts(a.contacts, b.contacts, limits.contacts),
+            "ignored": {
+                k: max(a.ignored.get(k, 0), b.ignored.get(k, 0)) for k in {*a.ignored, *b.ignored}
+            },
         }
     )
     merged = merged.model_copy(update={"progress": _merge_progress(merged, a, b, model, limits)})
@@ -906,7 +920,7 @@ def encode_state(state: JourneyState) -> bytes:
 #: The journey's decision fields: a table of their own in the worker
 #: (``streams.batch``), written only when they change, so the features of a
 #: decision are not rewritten with every counter.
-DECISION_FIELDS = frozenset({"decisions", "labelled", "last_decision_ms"})
+DECISION_FIELDS = frozenset({"decisions", "labelled", "last_decision_ms", "contacts", "ignored"})
 DECISIONS_VERSION = 1
 
 
@@ -917,10 +931,18 @@ class DecisionRecord:
     decisions: tuple[Decision, ...] = ()
     labelled: tuple[Example, ...] = ()
     last_decision_ms: int | None = None
+    contacts: tuple[Contact, ...] = ()
+    ignored: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, state: JourneyState) -> DecisionRecord:
-        return cls(state.decisions, state.labelled, state.last_decision_ms)
+        return cls(
+            state.decisions,
+            state.labelled,
+            state.last_decision_ms,
+            state.contacts,
+            state.ignored,
+        )
 
     def same_as(self, state: JourneyState) -> bool:
         """Does the journey hold exactly these (identity first: unchanged fields
@@ -929,11 +951,19 @@ class DecisionRecord:
             (state.decisions is self.decisions or state.decisions == self.decisions)
             and (state.labelled is self.labelled or state.labelled == self.labelled)
             and state.last_decision_ms == self.last_decision_ms
+            and (state.contacts is self.contacts or state.contacts == self.contacts)
+            and state.ignored == self.ignored
         )
 
     @property
     def empty(self) -> bool:
-        return not self.decisions and not self.labelled and self.last_decision_ms is None
+        return (
+            not self.decisions
+            and not self.labelled
+            and self.last_decision_ms is None
+            and not self.contacts
+            and not self.ignored
+        )
 
     def applied_to(self, state: JourneyState) -> JourneyState:
         if self.same_as(state):
@@ -943,6 +973,8 @@ class DecisionRecord:
                 "decisions": self.decisions,
                 "labelled": self.labelled,
                 "last_decision_ms": self.last_decision_ms,
+                "contacts": self.contacts,
+                "ignored": self.ignored,
             }
         )
 
@@ -965,6 +997,8 @@ def encode_decisions(record: DecisionRecord) -> bytes:
             "decisions": record.decisions,
             "labelled": record.labelled,
             "last_decision_ms": record.last_decision_ms,
+            "contacts": record.contacts,
+            "ignored": record.ignored,
         }
     )
 
@@ -975,6 +1009,8 @@ def decode_decisions(raw: bytes) -> DecisionRecord:
         tuple(Decision(**d) for d in data.get("decisions", ())),
         tuple(Example(**e) for e in data.get("labelled", ())),
         data.get("last_decision_ms"),
+        tuple(Contact(**c) for c in data.get("contacts", ())),
+        dict(data.get("ignored") or {}),
     )
 
 
@@ -1014,6 +1050,11 @@ def _v5_to_v6(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "version": 6}
 
 
+def _v6_to_v7(data: dict[str, Any]) -> dict[str, Any]:
+    """v7 only added fields (no actions chosen yet)."""
+    return {**data, "version": 7}
+
+
 def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     """v3 keeps event times with recent ids and orders. A v2 record did not
     have them: its ids take its last-seen time, its orders the last purchase
@@ -1036,4 +1077,5 @@ _MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     3: _v3_to_v4,
     4: _v4_to_v5,
     5: _v5_to_v6,
+    6: _v6_to_v7,
 }

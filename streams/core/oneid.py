@@ -95,6 +95,7 @@ the next owner of the partition resumes from there.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -107,6 +108,7 @@ from models.labels import Example
 from schemas.codec import encode, validate_touchpoint
 from schemas.events import TouchpointEvent
 from schemas.outputs import Alert, DeadLetter, Feedback, FieldError, Merge
+from streams.core.actions import on_feedback
 from streams.core.engine import CoreConfig, step
 from streams.core.identity import order_key, typed_identifiers
 from streams.core.ids import output_id
@@ -373,6 +375,8 @@ class Effects:
     #: (no customer by that id).
     feedback: Literal["counted", "repeated", "unknown"] | None = None
     refusals: list[Refusal] = field(default_factory=list)
+    #: Catalog actions left out at decisions here, by reason.
+    left_out: Counter[str] = field(default_factory=Counter)
     #: Messages to send through the topic even when addressed to this key
     #: (``handle`` applies other messages for its own key at once).
     deferred: list[tuple[str, Message]] = field(default_factory=list)
@@ -530,6 +534,8 @@ def _apply(key: str, msg: Apply, fx: Effects, config: _Context, position: str) -
     fx.outputs.extend(result.outputs)
     fx.scheduled.extend(result.scheduled)
     fx.examples.extend(result.examples)
+    for reason, n in result.left_out.items():
+        fx.left_out[reason] += n
     if result.outcome == "redelivered":
         return
     if result.outcome == "erased":
@@ -764,6 +770,12 @@ def _feedback(key: str, msg: FeedbackMsg, fx: Effects, config: _Context, positio
         fx.feedback = "repeated"
         return
     fx.feedback = "counted"
+    decisions = config.core.decisions
+    if decisions is not None and decisions.actions is not None:
+        settled = on_feedback(counted, fb, decisions.actions)
+        counted = settled.state
+        fx.examples.extend(settled.examples)
+        fx.scheduled.extend(settled.scheduled)
     fx.set_journey(counted)
 
 

@@ -128,5 +128,24 @@ def profile_view(state: JourneyState, scoring: Scoring | None = None) -> dict[st
         },
         "tags": tags_for(state, scoring),
         "feedback": dict(sorted(state.feedback_counts.items())),
+        "decisions": {
+            "last": iso(state.last_decision_ms),
+            "open": [
+                {"at": iso(d.at_ms), "scores": d.scores, "model_versions": d.versions}
+                for d in state.decisions
+            ],
+        },
+        "actions": [
+            {
+                "id": c.id,
+                "action": c.action,
+                "channel": c.channel,
+                "not_before": iso(c.at_ms),
+                "status": c.status,
+                "status_at": iso(c.status_ms),
+            }
+            for c in reversed(state.contacts)
+        ],
+        "ignored_in_a_row": dict(sorted(state.ignored.items())),
         "state_version": state.version,
     }

@@ -162,7 +162,7 @@ def test_the_property_holds_with_the_shipped_rules_deciding(specs: list[Any]) ->
         return
     merged, union = result
     assert set(merged.fired) >= set(union.fired)
-    same = {"fired", "pending", "decisions", "labelled", "last_decision_ms"}
+    same = {"fired", "pending", "decisions", "labelled", "last_decision_ms", "contacts", "ignored"}
     assert_equal(merged.model_copy(update={k: getattr(union, k) for k in same}), union)
     assert {p.rule_id for p in merged.pending} >= {p.rule_id for p in union.pending}
 

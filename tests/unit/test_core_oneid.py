@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from factories import KEY, T0, make_admitted, shipped_config
+from factories import DECIDED, KEY, T0, make_admitted, shipped_config
 
 from schemas.outputs import Alert
 from streams.batch import Batch, Record
@@ -310,6 +310,8 @@ def _views(rt: LocalRuntime) -> dict[str, dict[str, Any]]:
     for customer_id, state in rt.customers().items():
         view = profile_view(state, shipped_config().scoring)
         view.pop("stage_history")
+        for decided in DECIDED:  # what each side knew when it decided (README, Replay)
+            view.pop(decided)
         view["identifiers"] = sorted(view["identifiers"])
         views[customer_id] = view
     return views

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from factories import T0, Journey, epoch_ms
 
+from models.bandit import ResponseModel
 from models.features import NEVER_DAYS, journey_features
 from models.labels import (
     HOUR,
@@ -270,3 +271,39 @@ def test_snapshots_carry_on_the_version_line_with_the_configured_readiness() -> 
     scorer = ModelScorer(default_specs(min_examples=500))
     assert scorer.install(raw) and not scorer.ready("convert")
     assert not scorer.install(raw)  # the same version again changes nothing
+
+
+def _outcome(contact: str, arm: str, responded: bool, correction: bool = False) -> Example:
+    return Example(contact, "responses", 0, {}, 0.05, 0, responded, 1, correction, arm)
+
+
+def test_action_outcomes_travel_as_a_response_snapshot_every_scorer_installs() -> None:
+    trainer = Trainer(default_specs())
+    for i in range(60):
+        trainer.learn(_outcome(f"c{i}", "coupon|interest", i % 4 == 0))
+    trainer.learn(_outcome("c1", "coupon|interest", True, correction=True))  # a late click
+    trainer.learn(_outcome("x1", "sms|purchase", False))
+    raw = trainer.snapshot("responses")
+    assert b"\x80" not in raw[-200:]  # a JSON body, not a pickle
+    scorer = ModelScorer(default_specs())
+    assert scorer.responses().counts("coupon", "interest") == (0, 0)
+    assert scorer.install(raw)
+    assert scorer.responses().counts("coupon", "interest") == (16, 60)
+    assert scorer.responses().posterior("sms", "purchase", (1.0, 19.0)) == (1.0, 20.0)
+    assert not scorer.install(raw)  # the same version again changes nothing
+    quality = snapshot_header(raw)["meta"]["quality"]
+    assert quality["labelled"] == 61 and quality["corrections"] == 1
+    with pytest.raises(SnapshotError, match="corrupt response model"):
+        load(raw[:-3])
+
+
+def test_a_segment_with_few_outcomes_borrows_its_action_s_overall_rate() -> None:
+    trainer = Trainer(default_specs())
+    for i in range(40):
+        trainer.learn(_outcome(f"a{i}", "coupon|interest", i % 2 == 0))
+    for i in range(5):
+        trainer.learn(_outcome(f"b{i}", "coupon|loyalty", False))
+    model = trainer.models["responses"]
+    assert isinstance(model, ResponseModel)
+    assert model.counts("coupon", "interest") == (20, 40)  # enough of its own
+    assert model.counts("coupon", "loyalty") == (20, 45)  # too few: the action's overall

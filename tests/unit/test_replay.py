@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from click.testing import CliRunner
+from factories import DECIDED
 
 from streams.cli import main
 from streams.replay import journey_partition, replay
@@ -105,6 +106,8 @@ def _profiles(result: Any) -> dict[str, dict[str, Any]]:
     views = {}
     for customer_id, journey in result.journeys.items():
         view = profile_view(journey, scoring)
+        for decided in DECIDED:  # what each side knew when it decided (README, Replay)
+            view.pop(decided)
         view["identifiers"] = sorted(view["identifiers"])
         views[customer_id] = view
     return views

@@ -45,7 +45,7 @@ from streams.simulate import SimulationConfig, simulate
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 N_EVENTS = 4000
-OUTPUT_TOPICS = ("actions", "alerts", "live-triggers")
+OUTPUT_TOPICS = ("actions", "holdout", "alerts", "live-triggers")
 LATE_AFTER = 86_400
 SESSION_TIMEOUT_SECONDS = 6
 
@@ -284,6 +284,8 @@ def test_kill_9_loses_and_doubles_nothing(kafka_bootstrap: str, tmp_path: Path) 
     assert open_a and open_decisions(crashed) == open_a
     assert all(replay_decisions.get(i) == features for i, features in open_a.items())
     assert sum(1 for o in outputs_a.values() if o.get("action") == "remind_coupon") > 0
+    # catalog actions (and the holdout's would-be ones) are guarded the same way
+    assert any(o.get("catalog_version") and not o["holdout"] for o in outputs_a.values())
     assert journeys_a.keys() == journeys_b.keys()
     different = [k for k in journeys_a if journeys_a[k] != journeys_b[k]]
     assert not different, f"{len(different)} journeys differ, e.g. {different[:3]}"

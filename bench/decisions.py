@@ -2,19 +2,22 @@
 
 1. **Per event, paired.** The worker's batch protocol in process
    (:func:`bench.ceiling._batch_pass`: admission, One-ID, the journey engine,
-   timers, every codec) over the same simulated bytes with
-   ``JOURNEYFLOW_DECISIONS`` off and on, alternated ``--pairs`` times; CPU
-   time. The difference is everything decisions add to the hot path:
-   spotting decision points, reading features, scoring both targets,
-   recording the decision, labels from transactions, encoding the examples,
-   and the larger journey records. Reported per input event and per
-   decision made.
+   timers, every codec) over the same simulated bytes in three modes,
+   rotated ``--pairs`` times; CPU time: ``off`` (``JOURNEYFLOW_DECISIONS``
+   off), ``learning`` (decisions on, ``JOURNEYFLOW_ACTIONS`` off) and
+   ``actions`` (both on: the default). The differences are what decisions
+   add to the hot path (spotting decision points, reading features, scoring
+   both targets, recording the decision, labels from transactions, encoding
+   the examples, the decisions table) and what choosing actions adds on top
+   (eligibility, contact policies, Thompson sampling, the contact history).
+   Reported per input event and per decision made.
 2. **Per decision, by part**, on the decisions and examples that run made
    (the clock is then moved past every horizon so every decision is
    labelled): reading the features (``models.features.journey_features``
    on the final journeys), scoring one target with a model trained on those
-   examples, one ``Trainer.learn``, and a snapshot (bytes, time to take and
-   to swap in).
+   examples, one ``Trainer.learn``, a snapshot (bytes, time to take and to
+   swap in), and one arbitration (``streams.core.actions.choose`` on each
+   final journey's newest decision).
 
 The machine, versions and git commit go into the JSON with the numbers.
 """
@@ -37,7 +40,9 @@ from bench import ceiling, procs
 from bench.procs import machine, versions
 from models.features import journey_features
 from models.trainer import ModelScorer, Trainer, encode_example
+from schemas.codec import decode_touchpoint
 from streams.config import core_config, model_specs
+from streams.core.actions import choose
 from streams.core.journey import decode_state
 from streams.settings import Settings
 from streams.simulate import SimulationConfig, simulate
@@ -56,18 +61,22 @@ def inputs(events: int, seed: int, customers: int) -> list[tuple[bytes, int]]:
     return [(r.value, now_ms) for r in itertools.islice(simulate(config), events)]
 
 
+MODES = ("off", "learning", "actions")
+
+
 def paired(data: Sequence[tuple[bytes, int]], pairs: int, partitions: int) -> dict[str, Any]:
-    """CPU seconds of the batch protocol with decisions off and on, alternated."""
-    cpu: dict[str, list[float]] = {"off": [], "on": []}
+    """CPU seconds of the batch protocol in each mode, the order rotated."""
+    cpu: dict[str, list[float]] = {mode: [] for mode in MODES}
     counts: dict[str, Any] = {}
     for i in range(pairs):
-        order = ("off", "on") if i % 2 == 0 else ("on", "off")
-        for mode in order:
-            settings = Settings(partitions=partitions, decisions=mode == "on")
+        for mode in MODES[i % 3 :] + MODES[: i % 3]:
+            settings = Settings(
+                partitions=partitions, decisions=mode != "off", actions=mode == "actions"
+            )
             _, seconds, c = ceiling._batch_pass(data, settings)
             cpu[mode].append(seconds)
             counts[mode] = c
-            log(f"  pair {i + 1} decisions {mode}: {seconds:.2f} s CPU")
+            log(f"  round {i + 1} {mode}: {seconds:.2f} s CPU")
     return {"cpu_s": cpu, "counts": counts}
 
 
@@ -101,7 +110,7 @@ def timed(fn: Any, items: Sequence[Any], repeats: int = 3) -> float:
     return round(statistics.median(runs), 2)
 
 
-def parts(rt: Any, settings: Settings) -> dict[str, Any]:
+def parts(rt: Any, settings: Settings, first_event: bytes) -> dict[str, Any]:
     journeys = [decode_state(v) for v in rt.journeys.values()]
     core = core_config(settings)
     examples = list(rt.examples)
@@ -115,6 +124,17 @@ def parts(rt: Any, settings: Settings) -> dict[str, Any]:
         scorer.install(raw)
     install_ms = (time.perf_counter() - t0) * 1000 / len(snapshots)
     features = [e.features for e in examples] or [{}]
+    deciding = [j for j in journeys if j.decisions]
+    event = decode_touchpoint(first_event)
+    actions = core.decisions.actions if core.decisions is not None else None
+    choose_us = (
+        timed(
+            lambda j: choose(j, event, j.decisions[-1], actions, scorer, core.scoring, core.limits),
+            deciding,
+        )
+        if actions is not None and deciding
+        else None
+    )
     return {
         "journeys": len(journeys),
         "examples": len(examples),
@@ -130,38 +150,53 @@ def parts(rt: Any, settings: Settings) -> dict[str, Any]:
         else None,
         "snapshot_bytes": {t: len(raw) for t, raw in snapshots.items()},
         "snapshot_install_ms": round(install_ms, 2),
+        "choose_us": choose_us,
     }
 
 
 def markdown(result: dict[str, Any]) -> str:
     p = result["paired"]
-    off, on = p["cpu_s"]["off"], p["cpu_s"]["on"]
+    cpu = p["cpu_s"]
+    if "on" in cpu:  # results written before the actions mode
+        cpu = {"off": cpu["off"], "learning": cpu["on"]}
+    modes = [m for m in MODES if m in cpu]
     n = result["config"]["events"]
     made = result["decisions_made"]
     parts = result["parts"]
-    ratios = [o / d for o, d in zip(off, on, strict=True)]
-    mean_off, mean_on = statistics.mean(off), statistics.mean(on)
+    means = {m: statistics.mean(cpu[m]) for m in modes}
+    last = modes[-1]
+    kept = [o / d for o, d in zip(cpu["off"], cpu[last], strict=True)]
+    per_decision = {m: (means[m] - means["off"]) / max(1, made) * 1e6 for m in modes}
     lines = [
         f"Events: {n:,} (seed {result['config']['seed']}); decisions made: {made:,} "
         f"({made / n:.1%} of events); examples labelled: {parts['examples']:,}.",
         "",
-        "| pair | decisions off: CPU s | decisions on: CPU s | off ÷ on (throughput kept) |",
-        "|---|---:|---:|---:|",
+        "| round | " + " | ".join(f"{m}: CPU s" for m in modes) + f" | off ÷ {last} |",
+        "|---|" + "---:|" * (len(modes) + 1),
         *(
-            f"| {i + 1} | {a:.2f} | {b:.2f} | {r:.2f} |"
-            for i, (a, b, r) in enumerate(zip(off, on, ratios, strict=True))
+            f"| {i + 1} | " + " | ".join(f"{cpu[m][i]:.2f}" for m in modes) + f" | {kept[i]:.2f} |"
+            for i in range(len(kept))
         ),
-        f"| mean | {mean_off:.2f} ({mean_off / n * 1e6:.0f} µs/event) | "
-        f"{mean_on:.2f} ({mean_on / n * 1e6:.0f} µs/event) | {mean_off / mean_on:.2f} |",
+        "| mean | "
+        + " | ".join(f"{means[m]:.2f} ({means[m] / n * 1e6:.0f} µs/event)" for m in modes)
+        + f" | {means['off'] / means[last]:.2f} |",
         "",
-        f"All in, from the means: {(mean_on - mean_off) / max(1, made) * 1e6:.0f} µs per "
-        f"decision made (pairs range {min(ratios):.2f}-{max(ratios):.2f} of the throughput).",
+        f"All in, from the means: {per_decision[last]:.0f} µs "
+        f"per decision made with {last} on (rounds range {min(kept):.2f}-{max(kept):.2f} of "
+        "the throughput kept)"
+        + (
+            f"; choosing actions alone {per_decision['actions'] - per_decision['learning']:.0f} µs."
+            if "actions" in means
+            else "."
+        ),
         "",
         "| part, per decision | µs |",
         "|---|---:|",
         f"| features (`journey_features`) | {parts['features_us']} |",
         f"| score one target (River logistic regression) | {parts['score_one_target_us']} |",
         f"| learn one example (trainer) | {parts['learn_us']} |",
+        f"| choose an action (`actions.choose`: eligibility, policies, sampling) | "
+        f"{parts.get('choose_us', '–')} |",
         "",
         f"Snapshots: {parts['snapshot_bytes']} bytes; swapping one in "
         f"{parts['snapshot_install_ms']} ms. Example record median "
@@ -198,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "config": vars(args) | {"output": str(args.output) if args.output else None},
         "paired": pair,
         "decisions_made": made,
-        "parts": parts(rt, settings),
+        "parts": parts(rt, settings, next(v for v, _ in data if v.startswith(b"{"))),
     }
     if args.output:
         args.output.write_text(json.dumps(result, indent=2, default=str))

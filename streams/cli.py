@@ -525,6 +525,7 @@ async def _watch(settings: Settings, rate: float, worker_proc: subprocess.Popen[
     await ensure_topics(settings)
     consumer = AIOKafkaConsumer(
         settings.topic("actions"),
+        settings.topic("holdout"),
         settings.topic("alerts"),
         settings.topic("live-triggers"),
         settings.topic("merges"),
@@ -561,13 +562,29 @@ def describe_output(out: dict[str, Any]) -> str:
     ...     "absorbed": "device_id:d1", "survivor": "member_id:M-1",
     ...     "absorbed_identifiers": ["device_id:d1"]})
     '09:47:21 merge        device_id:d1 -> member_id:M-1 | holds device_id:d1'
+    >>> describe_output({"kind": "action", "decided_at": "2026-11-24T12:02:11Z",
+    ...     "action": "live_viewer_coupon", "catalog_version": "1", "holdout": False,
+    ...     "delivery": {"channel": "live_popup"}, "propensity": 0.4123,
+    ...     "model_version": "convert:7", "choice_probability": 0.81,
+    ...     "customer_id": "live_viewer_id:douyin:5",
+    ...     "reason": "coupon pop-up; convert propensity 0.41 (model v7)"})
+    '20:02:11 nba          live_viewer_coupon via live_popup, propensity 0.41 (convert:7), \
+chosen with p=0.81 | live_viewer_id:douyin:5 | coupon pop-up; convert propensity 0.41 (model v7)'
     """
     kind = out.get("kind", "?")
     when = _clock_time(str(out.get("decided_at", "")))
     if kind == "merge":
         absorbed = ", ".join(out.get("absorbed_identifiers", []))
         return f"{when} {kind:<12} {out['absorbed']} -> {out['survivor']} | holds {absorbed}"
-    if kind == "action":
+    if kind == "action" and out.get("catalog_version"):
+        kind = "nba holdout" if out.get("holdout") else "nba"
+        channel = (out.get("delivery") or {}).get("channel", "?")
+        what = (
+            f"{out['action']} via {channel}, propensity {out.get('propensity', 0):.2f} "
+            f"({out.get('model_version') or 'lead-score stand-in'}), "
+            f"chosen with p={out.get('choice_probability', 0):.2f}"
+        )
+    elif kind == "action":
         what = f"{out['action']} {out.get('params', {})}"
     elif kind == "alert":
         what = f"{out['alert_type']} ({out['severity']}) -> {out['routing_key']}"

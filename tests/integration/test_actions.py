@@ -58,7 +58,9 @@ def test_actions_are_chosen_held_out_and_learn_from_feedback(
     records = []
     for v in range(VIEWERS):  # each viewer adds to cart in a live room: a decision
         at = start + timedelta(seconds=30 * v)
-        records.append((f"douyin:{v}".encode(), touch(f"cart-{v}", "live.add_to_cart", v, at)))
+        records.append(
+            (f"douyin:{v}".encode(), touch(f"cart-{v}", "live.add_to_cart", v, at, sku="SKU-1"))
+        )
     produce(namespace.bootstrap, namespace.topic("touchpoints"), records)
 
     def chosen() -> tuple[list[dict], list[dict]] | None:
@@ -87,11 +89,10 @@ def test_actions_are_chosen_held_out_and_learn_from_feedback(
             "channel": "live_popup",
             "identifier_type": "live_viewer_id",
             "identifier": viewer,
-            "app_id": None,
         }
         assert action["params"]["live_room_id"] == "room-1"
         assert action["not_before"] == action["decided_at"]  # pop-ups are exempt from quiet hours
-        assert action["model_version"] is None and "lead score" in action["reason"]
+        assert "model_version" not in action and "lead score" in action["reason"]  # none yet
         assert 0 < action["choice_probability"] <= 1 and action["reasons"]
 
     # marketing automation reports back: all delivered a minute later; two in

@@ -71,6 +71,11 @@ def event(
     return event_id.encode(), orjson.dumps(body)
 
 
+#: Profile fields of what was decided: each side decided with what it knew
+#: then, so they depend on the order links arrive in (README, Replay).
+DECIDED = ("decisions", "actions", "ignored_in_a_row")
+
+
 def profile(worker: WorkerProcess, identifier: str) -> dict[str, Any] | None:
     status, body = http_get(f"{worker.url}/v1/customers/{identifier}")
     return body if status == 200 else None
@@ -162,6 +167,8 @@ def test_links_in_all_six_orders_end_as_one_customer_with_the_same_profile(
         body["identifiers"] = sorted(roles[i] for i in body["identifiers"])
         for entry in body["stage_history"]:  # event ids carry the order's number
             entry["cause_event_id"] = entry["cause_event_id"].split("-", 1)[1]
+        for decided in DECIDED:
+            body.pop(decided)
         results[order] = body
     profiles = list(results.values())
     assert profiles[0]["identifiers"] == ["A", "B", "C", "D"]
@@ -545,6 +552,8 @@ def test_replay_gives_the_profiles_two_workers_give(namespace: Namespace, tmp_pa
         for state in journeys:
             view = profile_view(state, scoring)
             view["identifiers"] = sorted(view["identifiers"])
+            for decided in DECIDED:  # the journeys changelog does not hold them
+                view.pop(decided)
             out[state.customer_id] = view
         return out
 

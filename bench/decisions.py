@@ -39,6 +39,7 @@ from typing import Any
 from bench import ceiling, procs
 from bench.procs import machine, versions
 from models.features import journey_features
+from models.labels import Decision
 from models.trainer import ModelScorer, Trainer, encode_example
 from schemas.codec import decode_touchpoint
 from streams.config import core_config, model_specs
@@ -111,7 +112,7 @@ def timed(fn: Any, items: Sequence[Any], repeats: int = 3) -> float:
 
 
 def parts(rt: Any, settings: Settings, first_event: bytes) -> dict[str, Any]:
-    journeys = [decode_state(v) for v in rt.journeys.values()]
+    journeys = list(rt.customers().values())  # decision fields included
     core = core_config(settings)
     examples = list(rt.examples)
     specs = model_specs(settings)
@@ -124,15 +125,19 @@ def parts(rt: Any, settings: Settings, first_event: bytes) -> dict[str, Any]:
         scorer.install(raw)
     install_ms = (time.perf_counter() - t0) * 1000 / len(snapshots)
     features = [e.features for e in examples] or [{}]
-    deciding = [j for j in journeys if j.decisions]
+    # every decision is labelled by now: decide once more at each customer's last event
     event = decode_touchpoint(first_event)
     actions = core.decisions.actions if core.decisions is not None else None
+    deciding = [
+        (j, Decision(f"bench-{j.customer_id}", j.last_seen_ms, {}, {"convert": 0.3}))
+        for j in journeys
+    ]
     choose_us = (
         timed(
-            lambda j: choose(j, event, j.decisions[-1], actions, scorer, core.scoring, core.limits),
+            lambda jd: choose(jd[0], event, jd[1], actions, scorer, core.scoring, core.limits),
             deciding,
         )
-        if actions is not None and deciding
+        if actions is not None
         else None
     )
     return {

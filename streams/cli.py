@@ -201,8 +201,8 @@ def import_history(source: Any) -> None:
 # ------------------------------------------------------------------- simulate
 
 
-def _records(seed: int, customers: int, rate: float, dirty: float) -> Iterator[Any]:
-    from streams.simulate import SimulationConfig, simulate
+def _simulation(seed: int, customers: int, rate: float, dirty: float) -> Any:
+    from streams.simulate import Simulation, SimulationConfig
 
     config = SimulationConfig(
         seed=seed,
@@ -211,7 +211,11 @@ def _records(seed: int, customers: int, rate: float, dirty: float) -> Iterator[A
         events_per_second=rate,
         dirty_share=dirty,
     )
-    return simulate(config)
+    return Simulation(config)
+
+
+def _records(seed: int, customers: int, rate: float, dirty: float) -> Iterator[Any]:
+    return _simulation(seed, customers, rate, dirty).records()  # type: ignore[no-any-return]
 
 
 @main.command()
@@ -252,7 +256,8 @@ def simulate(
 async def produce_paced(
     settings: Settings, records: Any, rate: float, progress: bool = False
 ) -> int:
-    """Send simulated records at ``rate`` per second of wall time."""
+    """Send simulated records at ``rate`` per second of wall time (touchpoints,
+    and feedback answering actions when the simulation's loop is closed)."""
     from aiokafka import AIOKafkaProducer
 
     from streams.admin import check_broker
@@ -260,12 +265,12 @@ async def produce_paced(
     await check_broker(settings.bootstrap)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=5)
     await producer.start()
-    topic = settings.topic("touchpoints")
+    topics = {name: settings.topic(name) for name in ("touchpoints", "feedback")}
     sent = 0
     started = time.monotonic()
     try:
         for rec in records:
-            await producer.send(topic, rec.value, key=rec.key)
+            await producer.send(topics[rec.topic], rec.value, key=rec.key)
             sent += 1
             ahead = sent / rate - (time.monotonic() - started)
             if ahead > 0:
@@ -534,9 +539,10 @@ async def _watch(settings: Settings, rate: float, worker_proc: subprocess.Popen[
         enable_auto_commit=False,
     )
     await consumer.start()
-    feeder = asyncio.create_task(
-        produce_paced(settings, _records(int(time.time()), 2000, rate, 0.03), rate)
-    )
+    # the loop is closed: the simulated customers answer the actions they get
+    simulation = _simulation(int(time.time()), 2000, rate, 0.03)
+    actions = settings.topic("actions")
+    feeder = asyncio.create_task(produce_paced(settings, simulation.records(), rate))
     try:
         while True:
             if worker_proc.poll() is not None:
@@ -549,7 +555,10 @@ async def _watch(settings: Settings, rate: float, worker_proc: subprocess.Popen[
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for record in records:
-                    click.echo(describe_output(json.loads(record.value)))
+                    out = json.loads(record.value)
+                    if record.topic == actions:
+                        simulation.respond(out)
+                    click.echo(describe_output(out))
     finally:
         feeder.cancel()
         await consumer.stop()

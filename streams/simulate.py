@@ -24,6 +24,14 @@ The world being simulated:
   ``order.paid``); some orders are reported on two channels with the same
   ``order_id`` (a live order echoed by the order system). A few VIPs spend a
   lot early and later come to stores.
+- A ground truth the engine has to learn (issue #10): every persona has a
+  hidden ``intent`` in [0, 1] that drives how often they add to cart and
+  how often a buyer buys; every catalog action has a known response rate
+  and lift per segment (:data:`TRUTH`). A :class:`Simulation` closes the
+  loop: :meth:`Simulation.respond` reads an action the engine sent and
+  answers with feedback records (topic ``feedback``: delivered, then
+  clicked or nothing) and changed behaviour (a customer who responds buys
+  ``lift`` times as often for ``BOOST_HOURS`` of event time).
 - ``dirty_share`` of the records are dirty input: exact re-sends
   (``duplicate``), events that arrive hours after they happened (``late``,
   still valid), bytes that are not JSON (``malformed``) and JSON that breaks
@@ -57,7 +65,7 @@ import orjson
 
 from schemas.vocabulary import HASHED_IDENTITY_TYPES, IDENTITY_TYPES
 
-__all__ = ["RecordKind", "SimulatedRecord", "SimulationConfig", "simulate"]
+__all__ = ["TRUTH", "RecordKind", "SimulatedRecord", "Simulation", "SimulationConfig", "simulate"]
 
 RecordKind = Literal["clean", "duplicate", "late", "malformed", "invalid"]
 
@@ -98,11 +106,56 @@ class SimulatedRecord:
     value: bytes
     occurred_at: datetime
     kind: str
+    #: ``touchpoints``, or ``feedback`` for the answers to actions (``Simulation.respond``).
+    topic: str = "touchpoints"
 
 
 def simulate(config: SimulationConfig) -> Iterator[SimulatedRecord]:
     """The infinite record stream of ``config``; slice it with ``itertools.islice``."""
     return _World(config).records()
+
+
+#: What each catalog action really does, per segment (the customer's stage when
+#: it was chosen): ``(P(click | delivered) at intent 0.5, lift)``. A customer
+#: who clicks buys ``lift`` times as often for ``BOOST_HOURS`` (a non-buyer
+#: too: ``lift - 1`` times a buyer's chance at their intent). An action or
+#: segment not listed gets ``DEFAULT_TRUTH``.
+TRUTH: Final[dict[str, dict[str, tuple[float, float]]]] = {
+    "live_viewer_coupon": {"awareness": (0.04, 1.2), "interest": (0.15, 2.0)},
+    "store_invitation": {"interest": (0.25, 2.5), "purchase": (0.15, 1.8), "loyalty": (0.1, 1.5)},
+    "win_back_coupon": {"purchase": (0.06, 1.6), "loyalty": (0.1, 2.0), "lapsed": (0.05, 1.5)},
+    "member_upgrade": {"purchase": (0.2, 1.3)},
+    "repurchase_reminder": {"purchase": (0.08, 1.4), "loyalty": (0.12, 1.6)},
+    "group_invitation": {"awareness": (0.05, 1.1), "interest": (0.1, 1.2)},
+}
+DEFAULT_TRUTH: Final = (0.03, 1.0)
+BOOST_HOURS: Final = 72
+#: Share of deliveries that fail (no identifier reachable, blocked, ...).
+FAILED_SHARE: Final = 0.02
+
+
+class Simulation:
+    """The simulated world with its loop closed: :meth:`records` is the stream
+    (as :func:`simulate`), :meth:`respond` answers the engine's actions."""
+
+    def __init__(self, config: SimulationConfig) -> None:
+        self._world = _World(config)
+
+    def records(self) -> Iterator[SimulatedRecord]:
+        return self._world.records()
+
+    def respond(self, action: dict[str, Any]) -> str | None:
+        """Answer an action from ``journeyflow.actions`` (a decoded payload):
+        feedback records come out of :meth:`records` at their event time, and
+        a customer who clicks buys more often. What became of it (``clicked``,
+        ``delivered``, ``failed``), or None when it is not for a simulated
+        customer, is held out, or is not a catalog action."""
+        return self._world.respond(action)
+
+    def intent(self, identifier: str) -> float | None:
+        """The hidden intent of the persona holding a typed identifier."""
+        p = self._world.persona_of(identifier)
+        return None if p is None else p.intent
 
 
 # --------------------------------------------------------------------------------------
@@ -300,6 +353,7 @@ class _Persona:
     counters. Bounded: no per-event growth."""
 
     __slots__ = (
+        "boost",
         "busy",
         "buyer",
         "chatbot_id",
@@ -308,6 +362,7 @@ class _Persona:
         "has_unionid",
         "home_store",
         "index",
+        "intent",
         "last_order",
         "live_id",
         "member_id",
@@ -325,6 +380,10 @@ class _Persona:
     def __init__(self, index: int, buyer: bool, vip: bool, platform: str, store: str) -> None:
         self.index = index
         self.buyer = buyer
+        #: Hidden propensity to buy (the ground truth): set by the world.
+        self.intent = 0.5
+        #: ``(from µs, until µs, lift)`` after responding to an action.
+        self.boost: tuple[int, int, float] | None = None
         self.vip = vip
         self.vip_spent = False
         self.platform = platform
@@ -424,6 +483,9 @@ class _World:
             for i in range(n)
         ]
         for p in self.personas:  # VIPs are members whose phone the brand knows
+            p.intent = (
+                0.9 if p.vip else rng.betavariate(2, 2) if p.buyer else rng.betavariate(1.5, 4.5)
+            )
             p.has_unionid = rng.random() < 0.4
             if p.vip or rng.random() < (0.6 if p.buyer else 0.3):
                 p.phone = self._new_phone()
@@ -431,6 +493,9 @@ class _World:
                 p.member_id = self._new_member()
         self.shows = [_Show(rng, 0, first=True)]
         self.show_check_us = 0
+        #: Feedback records answering actions, by event time (``respond``).
+        self.answers: list[tuple[int, int, SimulatedRecord]] = []
+        self.by_identifier: dict[str, _Persona] = {}
 
     # ---------------------------------------------------------------- records
 
@@ -439,7 +504,11 @@ class _World:
         dirty = self.cfg.dirty_share
         recent = self.recent
         start = self.start
+        answers = self.answers
         while True:
+            if answers and answers[0][0] <= self.t_us:
+                yield heapq.heappop(answers)[2]
+                continue
             self.t_us += max(1, int(self.gap_us * (0.5 + rng.random())))
             now = start + timedelta(microseconds=self.t_us)
             if dirty and rng.random() < dirty:
@@ -502,6 +571,83 @@ class _World:
 
     def _persona(self) -> _Persona:
         return self.personas[bisect(self.cum, self.rng.random() * self.total)]
+
+    def _buys(self, p: _Persona) -> float:
+        """How likely the persona buys, relative to an average buyer (1.0):
+        twice its intent for a buyer, nothing for others, times the lift of an
+        action it responded to (a non-buyer gets the lift's excess)."""
+        factor = 2 * p.intent if p.buyer else 0.0
+        boost = p.boost
+        if boost is not None and boost[0] <= self.t_us < boost[1]:
+            factor = factor * boost[2] if p.buyer else 2 * p.intent * (boost[2] - 1)
+        return factor
+
+    # ---------------------------------------------------------------- the loop
+
+    def persona_of(self, identifier: str) -> _Persona | None:
+        """The persona holding a typed identifier (``live_viewer_id:douyin:1``)."""
+        found = self.by_identifier.get(identifier)
+        if found is None:
+            for p in self.personas:
+                for kind, value in (
+                    ("live_viewer_id", p.live_id),
+                    ("wechat_openid", p.openid),
+                    ("wechat_openid", p.oa_openid),
+                    ("wechat_unionid", p.unionid),
+                    ("member_id", p.member_id),
+                    ("chatbot_user_id", p.chatbot_id),
+                    ("device_id", p.device_id),
+                    ("wecom_external_userid", p.wecom_id),
+                ):
+                    if value is not None:
+                        self.by_identifier[f"{kind}:{value}"] = p
+                        self.by_identifier[f"{kind}:{value}".lower()] = p
+            found = self.by_identifier.get(identifier) or self.by_identifier.get(identifier.lower())
+        return found
+
+    def respond(self, action: dict[str, Any]) -> str | None:
+        if not action.get("catalog_version") or action.get("holdout"):
+            return None
+        p = self.persona_of(str(action.get("customer_id", "")))
+        delivery = action.get("delivery") or {}
+        if p is None and delivery:
+            p = self.persona_of(f"{delivery.get('identifier_type')}:{delivery.get('identifier')}")
+        if p is None:
+            return None
+        rng = self.rng
+        start = self.start
+        decided = datetime.fromisoformat(str(action["decided_at"]))
+        not_before = datetime.fromisoformat(str(action.get("not_before") or action["decided_at"]))
+        at_us = int((max(decided, not_before) - start) / timedelta(microseconds=1))
+        at_us = max(at_us, self.t_us) + 30 * _US
+        if rng.random() < FAILED_SHARE:
+            self._answer(action, "failed", at_us)
+            return "failed"
+        self._answer(action, "delivered", at_us)
+        rate, lift = TRUTH.get(str(action["action"]), {}).get(
+            str(action.get("segment")), DEFAULT_TRUTH
+        )
+        if rng.random() >= min(1.0, rate * 2 * p.intent):
+            return "delivered"
+        click_us = at_us + int(rng.expovariate(1 / 600) * _US) + 1
+        self._answer(action, "clicked", click_us)
+        p.boost = (click_us, click_us + BOOST_HOURS * 3600 * _US, lift)
+        return "clicked"
+
+    def _answer(self, action: dict[str, Any], outcome: str, at_us: int) -> None:
+        at = self.start + timedelta(microseconds=at_us)
+        body = {
+            "feedback_id": f"sim-fb-{action['id']}-{outcome}",
+            "action_id": action["id"],
+            "customer_id": action["customer_id"],
+            "outcome": outcome,
+            "occurred_at": at,
+            "schema_version": 1,
+        }
+        key = str(action["customer_id"]).encode()
+        record = SimulatedRecord(key, orjson.dumps(body), at, "clean", "feedback")
+        self.seq += 1
+        heapq.heappush(self.answers, (at_us, self.seq, record))
 
     def _show(self) -> _Show:
         """A show on air now (one always is; sometimes two)."""
@@ -706,13 +852,13 @@ class _World:
             elif r < 0.78 or sku is None:
                 sku = rng.choice(show.skus)
                 spec = ("live.product_click", "livestream", ids, ctx, {"sku": sku[0]})
-            elif r < 0.88 or (in_cart is None and not big_spender):
+            elif r < 0.78 + 0.2 * p.intent or (in_cart is None and not big_spender):
                 in_cart = sku
                 spec = ("live.add_to_cart", "livestream", ids, ctx, {"sku": sku[0], "quantity": 1})
             elif r < 0.95 or coupon is None:
                 coupon = show.coupon
                 spec = ("live.coupon_claim", "livestream", ids, ctx, {"coupon_id": coupon})
-            elif (p.buyer and not ordered and rng.random() < 0.6) or big_spender:
+            elif (not ordered and rng.random() < 0.6 * self._buys(p)) or big_spender:
                 ordered = True
                 spec = self._live_order(
                     p, ids, ctx, in_cart or sku or show.skus[0], coupon, big_spender
@@ -804,7 +950,7 @@ class _World:
             p.store_order = None
             props = {"order_id": order_id, "amount_minor": amount, "currency": "CNY"}
             yield ("store.return", "store", ids, {"store_id": at}, props), self._gap(60.0)
-        if p.buyer and rng.random() < (0.9 if p.vip else 0.45):
+        if rng.random() < (0.9 if p.vip else 0.45 * self._buys(p)):
             items = rng.sample(_SKUS, rng.choice((1, 1, 2, 3)))
             if p.vip:
                 items.append(rng.choice(_VIP_BUNDLES))
@@ -935,12 +1081,12 @@ class _World:
             sku = rng.choice(_SKUS)
             yield ("product.view", channel, ids, ctx, {"sku": sku[0]}), self._gap(20.0)
         big = p.vip and not p.vip_spent
-        if not big and rng.random() > (0.35 if p.buyer else 0.12):
+        if not big and rng.random() > (0.35 if p.buyer else 0.12) * (0.5 + p.intent):
             return
         quantity = rng.choice((1, 1, 2))
         cart = {"sku": sku[0], "quantity": quantity}
         yield ("cart.add", channel, ids, ctx, cart), self._gap(30.0)
-        if not (big or (p.buyer and rng.random() < 0.45)):
+        if not (big or rng.random() < 0.45 * self._buys(p)):
             return
         if big:
             sku, quantity = rng.choice(_VIP_BUNDLES), 1
@@ -1003,7 +1149,7 @@ class _World:
         if r < 0.3:
             ctx = {"store_id": p.home_store}
             spec: _Spec = ("store.check_in", "store", self._ids_store(p), ctx, {"method": "pos"})
-            if p.buyer and rng.random() < 0.3:
+            if rng.random() < 0.3 * min(1.0, self._buys(p)):
                 price = rng.choice(_SKUS)[1]
                 order_id = self._order_id(f"POS-{p.home_store.removeprefix('store-')}-")
                 props = {"order_id": order_id, "amount_minor": price, "currency": "CNY"}

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 import pytest
 
-from schemas.codec import InvalidEvent, decode_touchpoint
-from streams.simulate import SimulatedRecord, SimulationConfig, simulate
+from schemas.codec import InvalidEvent, decode_feedback, decode_touchpoint
+from streams.simulate import TRUTH, SimulatedRecord, Simulation, SimulationConfig, simulate
 
 CST = timezone(timedelta(hours=8))
 START = datetime(2026, 6, 18, 20, 0, tzinfo=CST)
@@ -373,3 +373,128 @@ def test_memory_stays_bounded() -> None:
     assert len(world.heap) <= world.cap
     assert len(world.used) <= 2 * 100  # a phone and a live viewer id per persona at most
     assert len(world.recent) <= 64
+
+
+# ------------------------------------------------------------------ ground truth, closed loop
+
+
+def _with_identifier(sim: Simulation, records: list[SimulatedRecord], kind: str) -> Any:
+    """A persona seen in ``records`` with an identifier of ``kind`` (typed), and that id."""
+    for r in records:
+        event = orjson.loads(r.value) if r.kind == "clean" else None
+        if event and kind in event["identities"]:
+            typed = f"{kind}:{event['identities'][kind]}"
+            return sim._world.persona_of(typed), typed
+    raise AssertionError(f"no {kind} in the stream")
+
+
+TRANSACTIONS = ("live.order", "store.purchase", "order.paid")
+
+
+def _action(customer_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": "act-1",
+        "kind": "action",
+        "customer_id": customer_id,
+        "action": "store_invitation",
+        "segment": "interest",
+        "catalog_version": "v1",
+        "holdout": False,
+        "decided_at": START.isoformat(),
+        **fields,
+    }
+
+
+def test_hidden_intent_drives_who_buys() -> None:
+    """Buyers with a high intent buy more often than buyers with a low one;
+    non-buyers never buy unless an action lifts them."""
+    sim = Simulation(SimulationConfig(start=START, customers=300, dirty_share=0.0))
+    records = list(islice(sim.records(), 40_000))
+    world = sim._world
+    orders: collections.Counter[int] = collections.Counter()
+    events: collections.Counter[int] = collections.Counter()
+    for r in records:
+        event = orjson.loads(r.value)
+        for kind, value in event["identities"].items():
+            p = world.persona_of(f"{kind}:{value}")
+            if p is not None:
+                events[p.index] += 1
+                orders[p.index] += event["event_type"] in TRANSACTIONS
+                break
+    buyers = [p for p in world.personas if p.buyer and not p.vip and events[p.index]]
+
+    def orders_per_event(group: list[Any]) -> float:
+        return sum(orders[p.index] for p in group) / sum(events[p.index] for p in group)
+
+    high = [p for p in buyers if p.intent > 0.6]
+    low = [p for p in buyers if p.intent < 0.3]
+    assert high and low
+    assert orders_per_event(high) > 2 * orders_per_event(low)
+    assert not any(orders[p.index] for p in world.personas if not p.buyer)
+
+
+def test_an_action_is_answered_with_feedback_at_its_event_time() -> None:
+    sim = Simulation(SimulationConfig(start=START, customers=50, dirty_share=0.0))
+    stream = sim.records()
+    head = list(islice(stream, 2_000))
+    p, viewer = _with_identifier(sim, head, "live_viewer_id")
+    decided = head[-1].occurred_at
+    said = {}
+    for i in range(40):  # several actions: some clicked, most only delivered
+        action = _action(viewer, id=f"act-{i}", decided_at=decided.isoformat())
+        said[action["id"]] = sim.respond(action)
+    assert set(said.values()) <= {"delivered", "clicked", "failed"}
+    assert "delivered" in said.values() and "clicked" in said.values()
+    feedback = []
+    while sim._world.answers:  # every answer comes out at its event time
+        record = next(stream)
+        if record.topic == "feedback":
+            feedback.append(record)
+    bodies = [decode_feedback(r.value) for r in feedback]  # valid feedback v1
+    assert {b.customer_id for b in bodies} == {viewer}
+    assert all(b.occurred_at > decided for b in bodies)
+    got = collections.defaultdict(list)
+    for b in sorted(bodies, key=lambda b: b.occurred_at):
+        got[b.action_id].append(b.outcome)
+    expected = {
+        "failed": ["failed"],
+        "delivered": ["delivered"],
+        "clicked": ["delivered", "clicked"],
+    }
+    assert got == {action_id: expected[outcome] for action_id, outcome in said.items()}
+    assert sim.intent(viewer) == p.intent
+
+
+def test_held_out_rule_and_unknown_actions_get_no_answer() -> None:
+    sim = Simulation(SimulationConfig(start=START, customers=50, dirty_share=0.0))
+    head = list(islice(sim.records(), 2_000))
+    _, viewer = _with_identifier(sim, head, "live_viewer_id")
+    assert sim.respond(_action(viewer, holdout=True)) is None
+    assert sim.respond(_action(viewer, catalog_version=None)) is None
+    assert sim.respond(_action("member_id:nobody")) is None
+    assert sim._world.answers == []
+
+
+def test_a_customer_who_clicks_buys_lift_times_as_often_for_a_while() -> None:
+    sim = Simulation(SimulationConfig(start=START, customers=50, dirty_share=0.0))
+    world = sim._world
+    head = list(islice(sim.records(), 2_000))
+    p, viewer = _with_identifier(sim, head, "live_viewer_id")
+    p.buyer, p.intent = True, 0.5
+    before = world._buys(p)
+    for i in range(200):  # until one is clicked
+        if (
+            sim.respond(_action(viewer, id=f"a{i}", decided_at=head[-1].occurred_at.isoformat()))
+            == "clicked"
+        ):
+            break
+    assert p.boost is not None
+    start, until, lift = p.boost
+    assert lift == TRUTH["store_invitation"]["interest"][1]
+    world.t_us = start
+    assert world._buys(p) == pytest.approx(before * lift)
+    world.t_us = until
+    assert world._buys(p) == pytest.approx(before)
+    p.buyer = False  # a non-buyer who clicks may buy too, while it lasts
+    world.t_us = start
+    assert world._buys(p) == pytest.approx(2 * 0.5 * (lift - 1))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import Namespace, WorkerProcess, eventually, http_get
 from kafka_io import count_messages, produce
-from test_crash import accounted, dataset, final_journeys, rules_with_short_reminders
+from test_crash import LAST_BOOK, accounted, dataset, final_journeys, rules_with_short_reminders
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -50,7 +50,13 @@ def test_partitions_move_over_and_back_without_loss(namespace: Namespace, tmp_pa
         lambda: (lambda a, b: a and b and sorted(a + b) == everything)(owned(first), owned(second)),
         what="partitions moving back to the second worker",
     )
-    book = eventually(lambda: accounted(namespace), timeout=240, what="all inputs accounted for")
+    book = eventually(
+        lambda: accounted(namespace),
+        timeout=240,
+        what=lambda: (
+            f"all inputs accounted for {LAST_BOOK}; {first.log_tail()} {second.log_tail()}"
+        ),
+    )
     assert book["in"] == len(records)
 
     journeys = final_journeys(namespace)

@@ -48,7 +48,7 @@ from models.quality import exact_auc
 from models.trainer import ModelScorer, Trainer
 from schemas.codec import dump
 from schemas.outputs import Action
-from streams.batch import Record
+from streams.batch import Record, Stream
 from streams.config import ingest_policy, model_specs, oneid_config
 from streams.core.actions import Catalog, local_time
 from streams.errors import JourneyflowError
@@ -159,7 +159,7 @@ async def _evaluate(
         if record.occurred_at >= end:
             break
         n += 1
-        stream = "feedback" if record.topic == "feedback" else "touchpoints"
+        stream: Stream = "feedback" if record.topic == "feedback" else "touchpoints"
         chunk.append(Record(stream, record.topic, 0, n, record.key, record.value))
         if len(chunk) >= config.chunk:
             await flush()

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import Namespace, WorkerProcess, eventually
+from conftest import Namespace, WorkerProcess, eventually, http_get
 from kafka_io import count_messages, produce, read_topic
 
 from schemas.codec import InvalidEvent, dump
@@ -93,6 +93,7 @@ def strongest_identifier_only(value: bytes) -> bytes:
 def env(rules: Path) -> dict[str, str]:
     return {
         "JOURNEYFLOW_RULES_FILE": str(rules),
+        "JOURNEYFLOW_LOG_LEVEL": "info",  # read on a stall (see stuck())
         "JOURNEYFLOW_TICK_INTERVAL_SECONDS": "1",
         "JOURNEYFLOW_IDLE_ADVANCE_DELAY_SECONDS": "5",
         "JOURNEYFLOW_SESSION_TIMEOUT_SECONDS": str(SESSION_TIMEOUT_SECONDS),
@@ -201,6 +202,16 @@ def settle(ns: Namespace, worker: WorkerProcess) -> dict:
     return book
 
 
+def stuck(worker: WorkerProcess) -> str:
+    """What a worker that stopped making progress says about itself (a rare
+    stall after a kill -9 has been seen: this is what to read when it comes)."""
+    try:
+        status, ready = http_get(f"{worker.url}/readyz", timeout=5)
+    except OSError as exc:
+        status, ready = 0, str(exc)
+    return f"readyz {status} {ready}; log: {worker.log_tail(80)}"
+
+
 def kill_when(ns: Namespace, worker: WorkerProcess, changelog_records: int) -> None:
     eventually(
         lambda: count_messages(ns.bootstrap, ns.changelog) >= changelog_records,
@@ -223,7 +234,7 @@ def run(ns: Namespace, tmp_path: Path, records, crash: bool) -> tuple[dict, dict
         eventually(
             lambda: accounted(ns),
             timeout=240,
-            what=lambda: f"caught up before the last kill {LAST_BOOK}",
+            what=lambda: f"caught up before the last kill {LAST_BOOK}; {stuck(worker)}",
         )
         worker.stop(signal.SIGKILL)  # while idle ticks are firing the last reminders
         worker.wipe_local_state()

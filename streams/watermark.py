@@ -2,22 +2,45 @@
 
 The rule (documented in the README): every ``JOURNEYFLOW_TICK_INTERVAL_SECONDS``
 the group leader reads, for each partition of the touchpoints topic that the
-group has not fully consumed, the Kafka timestamp of the first record not yet
-committed. The watermark is the smallest of those and the wall clock, minus
+group has not fully consumed, the first record not yet committed: its Kafka
+timestamp, or its ``occurred_at`` when that is earlier (an event published
+long after it happened: a backfill, a producer catching up, a topic replayed).
+The watermark is the smallest of those and the wall clock, minus
 ``JOURNEYFLOW_IDLE_ADVANCE_DELAY_SECONDS`` (allowed lateness). Ticks carry it
 to every partition of the journey table through the re-keyed topic, behind
 any events already queued there, so a backlog holds time back instead of
 letting reminders fire before the events that would cancel them.
+
+>>> head_time(1_000_000, b'{"occurred_at": "1970-01-01T00:15:00Z"}')
+900000
+>>> head_time(1_000_000, b'{"occurred_at": "1970-01-01T08:20:00+08:00"}')  # later: the record time
+1000000
+>>> head_time(1_000_000, b"not json")
+1000000
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.admin import stop_quietly
+
+
+def head_time(timestamp_ms: int, value: bytes | None) -> int:
+    """How far a head record lets time move: its Kafka timestamp, or its
+    ``occurred_at`` when that is earlier (a record that is not a readable
+    event, to be dead-lettered, holds nothing back)."""
+    try:
+        occurred = orjson.loads(value or b"")["occurred_at"]
+        at_ms = int(datetime.fromisoformat(occurred).timestamp() * 1000)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return timestamp_ms
+    return min(timestamp_ms, at_ms)
 
 
 class InputWatermark:
@@ -85,7 +108,7 @@ class InputWatermark:
             batch = await consumer.getmany(*heads, timeout_ms=500, max_records=len(heads) * 4)
             for tp, records in batch.items():
                 if records and tp not in found:
-                    found[tp] = records[0].timestamp
+                    found[tp] = head_time(records[0].timestamp, records[0].value)
                     consumer.pause(tp)
         consumer.resume(*heads)
         return list(found.values()) if len(found) == len(heads) else None

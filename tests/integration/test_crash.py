@@ -21,6 +21,7 @@ positions on the internal topic) differs by design and is left out.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import signal
@@ -146,6 +147,20 @@ def open_decisions(ns: Namespace) -> dict[str, dict]:
         if v is not None
         for d in decode_decisions(v).decisions
     }
+
+
+def contact_histories(ns: Namespace) -> dict[bytes, list]:
+    """Customer key -> every contact recorded for them (the decisions table):
+    what the contact policies count, so a crash must neither drop nor repeat one."""
+    latest: dict[bytes, bytes | None] = {}
+    for record in read_topic(ns.bootstrap, f"{ns.app_id}-decisions-changelog"):
+        latest[record.key] = record.value
+    histories = {
+        k: sorted(dataclasses.astuple(c) for c in decode_decisions(v).contacts)
+        for k, v in latest.items()
+        if v is not None
+    }
+    return {k: h for k, h in histories.items() if h}
 
 
 def without(journeys: dict[bytes, dict], fields: set[str]) -> dict[bytes, dict]:
@@ -293,6 +308,8 @@ def test_kill_9_loses_and_doubles_nothing(kafka_bootstrap: str, tmp_path: Path) 
     replay_decisions = {e.decision_id: e.features for e in replayed.examples}
     open_a = open_decisions(calm)
     assert open_a and open_decisions(crashed) == open_a
+    contacts_a = contact_histories(calm)
+    assert contacts_a and contact_histories(crashed) == contacts_a
     assert all(replay_decisions.get(i) == features for i, features in open_a.items())
     assert sum(1 for o in outputs_a.values() if o.get("action") == "remind_coupon") > 0
     # catalog actions (and the holdout's would-be ones) are guarded the same way

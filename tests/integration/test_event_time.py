@@ -3,16 +3,20 @@ and a far-future timestamp cannot move any clock."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.partitioner import DefaultPartitioner
 from conftest import Namespace, eventually, http_get
 from kafka_io import produce, read_topic
 
 from streams.core.ids import output_id
+from streams.watermark import InputWatermark
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -170,3 +174,41 @@ def test_a_far_future_timestamp_fires_no_ones_timers(namespace: Namespace, tmp_p
     time.sleep(3)
     assert reminders(namespace) == []  # due in 10 minutes, and no clock jumped a day
     assert max(partition_clocks(worker.url).values()) < time.time()
+
+
+def test_a_backfill_holds_the_watermark_at_its_event_time(namespace: Namespace) -> None:
+    """Events published long after they happened (a backfill, a producer
+    catching up) hold idle time back at their own ``occurred_at``, not at the
+    moment they were published: otherwise a tick would fire a reminder that an
+    order further down the backlog cancels."""
+    topic = namespace.topic("touchpoints")
+    claim = touch("d-claim", "live.coupon_claim", "douyin:4", ago(120), coupon_id="CP-9")
+    order = touch("d-order", "live.order", "douyin:4", ago(110), order_id="o-4", amount_minor=900)
+    lateness_ms = 5_000
+
+    async def read() -> int | None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=namespace.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, 1, 1)])
+        finally:
+            await admin.close()
+        await asyncio.to_thread(
+            produce, namespace.bootstrap, topic, [(b"k", claim, 0), (b"k", order, 0)]
+        )
+        mark = InputWatermark(namespace.bootstrap, namespace.app_id, topic, lateness_ms)
+        try:
+            for _ in range(30):  # a fresh broker creates its offsets topic first
+                try:
+                    return await mark.read(int(time.time() * 1000))
+                except GroupCoordinatorNotAvailableError:
+                    await asyncio.sleep(1)
+            raise AssertionError("no group coordinator in 30 s")
+        finally:
+            await mark.stop()
+
+    mark = asyncio.run(read())
+    assert mark is not None
+    # nothing is committed: the head is the claim, two hours old
+    assert mark <= ago(120).timestamp() * 1000 - lateness_ms
+    assert mark >= ago(121).timestamp() * 1000 - lateness_ms

@@ -218,6 +218,8 @@ class Target:
     rekeyed_topic: str | None = None  # the worker's internal hop, for a latency split
     send_times: dict[str, int] = field(default_factory=dict)
     split: dict[str, dict[int, int]] = field(default_factory=dict)
+    #: On-disk bytes of the journey topics at the split (``Run.disk_bytes``).
+    disk_bytes: dict[str, int] | None = None
 
 
 @dataclass
@@ -726,6 +728,18 @@ class Run:
             )
         for topic in target.journey_topics:
             target.split[topic] = await offsets.end_offsets(topic)
+        target.disk_bytes = self.disk_bytes(target.journey_topics)
+
+    def disk_bytes(self, topics: list[str]) -> dict[str, int] | None:
+        """Bytes of the topics' log segments on the private broker's disk (record
+        batches as produced, compressed or not; None with an external broker)."""
+        if self.broker_dir is None:
+            return None
+        data = self.broker_dir / "data"
+        return {
+            t: sum(f.stat().st_size for f in data.glob(f"{t}-*/*.log") if f.is_file())
+            for t in topics
+        }
 
     async def open_loop(
         self,
@@ -819,6 +833,15 @@ class Run:
         bootstrap = self.bootstrap
         records = {t: await read_topic(bootstrap, t) for t in target.journey_topics}
         stats = journey_bytes(records, target.split, events, admitted)
+        if target.disk_bytes is not None:
+            on_disk = sum(target.disk_bytes.values())
+            stats["on_disk"] = {
+                "topics": target.disk_bytes,
+                "bytes": on_disk,
+                "bytes_per_input_event": round(on_disk / max(1, events), 1),
+                "note": "log segment bytes on the private broker at the end of the closed "
+                "loop: record batches as the producer compressed them, with their headers",
+            }
         latency_records = records.get(target.latency_topic, [])
         closed_cut = target.split.get(target.latency_topic, {})
         # when the last closed-loop event was applied: the latest first write of an event

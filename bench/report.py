@@ -227,6 +227,12 @@ def render(r: dict[str, Any]) -> str:
         )
         + f"; baseline state topic {_num(bst.get('bytes_per_input_event'))} per input event.",
     ]
+    if chl.get("on_disk"):
+        lines.append(
+            f"On the broker's disk (batches as produced, compressed): worker "
+            f"{_num(chl['on_disk'].get('bytes_per_input_event'))} per input event; baseline "
+            f"{_num(bst.get('on_disk', {}).get('bytes_per_input_event'))}."
+        )
     sizes = ceil.get("state_bytes_at_end", {})
     if sizes:
         lines += [

@@ -81,6 +81,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         producer_acks=-1,
         # a batch queues all its records at once: let them travel in few requests
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        producer_compression_type=None if settings.compression == "none" else settings.compression,
         broker_max_poll_records=settings.batch_max_records,
         web_port=settings.web_port,
         web_bind=settings.web_bind,

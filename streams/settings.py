@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         "(Faust's own 1,500 ms held events ~1 s per stage); each idle worker sends about "
         "1000/this fetches a second.",
     )
+    compression: Literal["zstd", "lz4", "gzip", "snappy", "none"] = Field(
+        default="zstd",
+        description="Compression of every record batch the worker produces (changelogs, "
+        "the internal topic, outputs): JSON journeys shrink about 5x with zstd, for a few "
+        "microseconds of CPU per record. The broker keeps batches as produced.",
+    )
     decoded_cache: int = Field(
         default=10_000,
         ge=0,

@@ -149,6 +149,35 @@ def next_step(cursor: Cursor, offset: int, fetch: int) -> Step:
     return "jump"
 
 
+def lost_from(cursor: Cursor | None, offset: int) -> None:
+    """Records from ``offset`` on were fetched and dropped before the batch
+    protocol got them (the gate was closed): they are due again.
+
+    >>> c = Cursor(due=120)
+    >>> lost_from(c, 100); c.due
+    100
+    """
+    if cursor is not None and cursor.due is not None and offset < cursor.due:
+        cursor.due = offset
+
+
+def refetch_at(cursor: Cursor | None, fetch: int) -> int | None:
+    """Where to seek a partition whose fetched records were dropped, once the
+    gate is open (None: nothing known, e.g. no longer assigned). Records
+    past it from fetches up to ``fetch`` (begun before the seek) are dropped.
+
+    >>> c = Cursor(due=602)
+    >>> refetch_at(c, fetch=9), c.sought_after
+    (602, 9)
+    >>> refetch_at(Cursor(), fetch=9) is None
+    True
+    """
+    if cursor is None or cursor.due is None:
+        return None
+    cursor.sought_after = fetch
+    return cursor.due
+
+
 def gone(due: int, log_start: int | None) -> bool:
     """Records from ``due`` on are missing for good only when the log no
     longer holds ``due`` (retention removed it); otherwise seek back to it.
@@ -192,10 +221,13 @@ class Consumer(faust_aiokafka.Consumer):
     #: Fetches are numbered as they begin (see ``Cursor.sought_after``).
     _fetches: int = 0
     _cursors: dict[TP, Cursor]
+    #: Partitions whose fetched records were dropped at the gate (see getmany).
+    _dropped: set[TP]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cursors = {}
+        self._dropped = set()
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = dict(await super().seek_to_committed())
@@ -228,16 +260,20 @@ class Consumer(faust_aiokafka.Consumer):
         in_order = not self.app.in_transaction  # transactions leave marker gaps
         streams = self.transport.streams
         taken: list[Message] = []
+        if self._dropped and self._gate_open():
+            await self._fetch_dropped_again(fetch)
         async for tp, message in super().getmany(timeout):
             if tp.topic in changelogs:
                 yield tp, message
                 continue
-            if not gate_open(
-                self._positioned_generation,
-                self.app.consumer_generation_id,
-                bool(self.app.in_recovery),
-            ):
-                continue  # the positioning due fetches it again
+            if not self._gate_open():
+                # fetched, so the consumer's position is past it: whether the
+                # positioning under way seeks back depends on when this fetch
+                # began, and a partition with no later records would never show
+                # the gap (a worker restarted on a finite backlog stalled so)
+                lost_from(self._cursors.get(tp), message.offset)
+                self._dropped.add(tp)
+                continue
             if in_order:
                 cursor = self._cursors.setdefault(tp, Cursor())
                 step = next_step(cursor, message.offset, fetch)
@@ -270,16 +306,34 @@ class Consumer(faust_aiokafka.Consumer):
         if taken:
             await self._apply(taken)
 
+    def _gate_open(self) -> bool:
+        return gate_open(
+            self._positioned_generation,
+            self.app.consumer_generation_id,
+            bool(self.app.in_recovery),
+        )
+
+    async def _fetch_dropped_again(self, fetch: int) -> None:
+        """Seek the partitions whose records the closed gate dropped back to
+        the first record still due (a no-op where a positioning did already)."""
+        dropped, self._dropped = self._dropped, set()
+        for tp in dropped:
+            at = refetch_at(self._cursors.get(tp), fetch)
+            if at is None:
+                continue  # no longer assigned: the positioning left it out
+            log.info("%s: records from %d were dropped while positioning; fetching again", tp, at)
+            await self.seek(tp, at)
+
     async def _apply(self, messages: list[Message]) -> None:
         """Hand a fetch's stream records to the batch protocol, unless the
         consumer was positioned anew meanwhile (that positioning fetches them
         again). Faust waits for tracked records before it gives partitions
         up, so a batch under way ends before its partitions move."""
-        if not gate_open(
-            self._positioned_generation,
-            self.app.consumer_generation_id,
-            bool(self.app.in_recovery),
-        ):
+        if not self._gate_open():
+            for message in messages:
+                tp = message.tp
+                lost_from(self._cursors.get(tp), message.offset)
+                self._dropped.add(tp)
             return
         self._unacked_messages.update(messages)
         records = [self.transport.record(m) for m in messages]

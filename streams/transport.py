@@ -15,9 +15,14 @@ test_rebalance.py``, ``test_crash.py``).
 
 1. **Gate.** Records of stream topics are dropped on arrival until the
    consumer has been positioned (``seek_to_committed``) for the current
-   group generation, outside table recovery; the positioning fetches them
-   again. (A fetch begun before a positioning may return after it: its
-   records are judged by offset against the new position, below.)
+   group generation, outside table recovery. Faust resumes the stream
+   partitions before it positions them, so a fetch may return, and be
+   dropped, after the positioning's seek: the consumer's position is then
+   past records never applied, and on a partition where nothing follows
+   (a finite backlog) no gap would ever show. So every partition whose
+   records the gate dropped is sought back to its first record due once
+   the gate opens. (A fetch begun before a positioning may return after
+   it: its records are judged by offset against the new position, below.)
 2. **In order.** Under at-least-once, a stream partition's records reach
    Faust only in offset order from the position: a record beyond the next
    one due (earlier ones were dropped, or skipped upstream) makes the

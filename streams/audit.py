@@ -1,0 +1,260 @@
+"""An independent check of the contact policies on what the engine sent.
+
+Its own code, not the deciding code (``streams.core.actions``): it reads the
+catalog as plain JSON, the catalog actions as they were published on
+``journeyflow.actions`` and ``journeyflow.holdout`` (the holdout's contacts
+count too), and the journeys changelog, and recomputes for every action the
+per-channel caps per local calendar day and per rolling 7 days, the caps
+over all channels, the action's cooldown, the quiet hours and the
+suppression after a purchase, in the customer's local time (one time zone
+for the run: the actions do not carry the customer's).
+
+What the engine could know when it decided. An action is judged against the
+contacts and purchases its customer's journey held at that moment, not
+against everything the run ends with: One-ID links customers as events
+reveal them, and two people's contacts made before anyone knew they were
+one person may together exceed a cap without any decision breaking a
+policy. So an action of customer ``c`` counts:
+
+- ``c``'s own earlier actions (a customer decides in event-time order: only
+  at its newest event);
+- every action of a customer ``c`` had absorbed, once the journey record of
+  ``c`` that lists it was written before the action was first emitted
+  (records carry the Kafka timestamp of their write; a batch's outputs are
+  emitted before its records are written, so a fold applied in the same
+  batch as the decision is given the benefit of the doubt);
+- purchases likewise: an order counts from the first record of ``c``'s
+  journey that lists it.
+
+After a crash an action may be published twice under its id: the first
+emission is the one that counts. Deliveries reported ``failed`` count
+against nothing. Not checked here: the suppression after ignored
+deliveries (it needs the feedback stream and the event-time clock that
+closes response windows).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+HOUR_MS = 3_600_000
+WEEK_MS = 7 * 24 * HOUR_MS
+
+
+def _ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One catalog action as published (first emission)."""
+
+    id: str
+    customer: str
+    action: str
+    channel: str
+    #: When it may be delivered (``not_before``): where caps count it.
+    at_ms: int
+    decided_ms: int
+    emitted_ms: int
+    holdout: bool
+
+
+def sent_actions(payloads: Iterable[Mapping[str, Any]]) -> list[Sent]:
+    """The catalog actions among output payloads (rule actions and alerts are
+    left out), each id once with its first emission."""
+    first: dict[str, Sent] = {}
+    for p in payloads:
+        if p.get("kind") != "action" or not p.get("catalog_version") or not p.get("delivery"):
+            continue
+        sent = Sent(
+            id=p["id"],
+            customer=p["customer_id"],
+            action=p["action"],
+            channel=p["delivery"]["channel"],
+            at_ms=_ms(p.get("not_before") or p["decided_at"]),
+            decided_ms=_ms(p["decided_at"]),
+            emitted_ms=_ms(p["emitted_at"]) if p.get("emitted_at") else 0,
+            holdout=bool(p.get("holdout")),
+        )
+        known = first.get(sent.id)
+        if known is None or sent.emitted_ms < known.emitted_ms:
+            first[sent.id] = sent
+    return list(first.values())
+
+
+@dataclass
+class Knowledge:
+    """When each customer's journey first held what, from its changelog records."""
+
+    #: customer -> absorbed customer id -> first write that listed it (ms)
+    absorbed: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: customer -> order id -> (order event time ms, first write that listed it)
+    orders: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+
+
+def knowledge(records: Iterable[tuple[bytes | None, bytes | None, int]]) -> Knowledge:
+    """From journeys changelog records ``(key, value, timestamp ms)``, read
+    as plain JSON (``absorbed``: customer ids; ``orders``: ``[order id,
+    event ms, currency, amount]``)."""
+    known = Knowledge()
+    for key, value, stamp in records:
+        if key is None or value is None:
+            continue
+        customer = key.decode()
+        journey = orjson.loads(value)
+        absorbed = known.absorbed.setdefault(customer, {})
+        for other in journey.get("absorbed") or ():
+            if other not in absorbed or stamp < absorbed[other]:
+                absorbed[other] = stamp
+        orders = known.orders.setdefault(customer, {})
+        for order in journey.get("orders") or ():
+            order_id, at_ms = order[0], int(order[1])
+            if order_id not in orders or stamp < orders[order_id][1]:
+                orders[order_id] = (at_ms, stamp)
+    return known
+
+
+@dataclass(frozen=True)
+class Violation:
+    action_id: str
+    customer: str
+    rule: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class _Rules:
+    day: dict[str, int]
+    week: dict[str, int]
+    default_day: int
+    default_week: int
+    per_day: int
+    per_week: int
+    quiet: tuple[time, time] | None
+    after_purchase_ms: int
+    #: action id -> (cooldown ms, quiet-hours mode)
+    actions: dict[str, tuple[int, str]]
+
+    @classmethod
+    def of(cls, catalog: Mapping[str, Any]) -> _Rules:
+        # the defaults the README documents for a catalog that leaves a key out
+        p = catalog.get("policies") or {}
+        quiet = p.get("quiet_hours", {"start": "21:00", "end": "09:00"})
+        return cls(
+            day=dict(p.get("per_channel_day") or {}),
+            week=dict(p.get("per_channel_week") or {}),
+            default_day=int(p.get("default_per_channel_day", 1)),
+            default_week=int(p.get("default_per_channel_week", 3)),
+            per_day=int(p.get("per_day", 2)),
+            per_week=int(p.get("per_week", 5)),
+            quiet=None
+            if quiet is None
+            else (time.fromisoformat(quiet["start"]), time.fromisoformat(quiet["end"])),
+            after_purchase_ms=int(float(p.get("after_purchase_hours", 24)) * HOUR_MS),
+            actions={
+                a["id"]: (
+                    int(float(a.get("cooldown_hours", 0)) * HOUR_MS),
+                    a.get("quiet_hours", "defer"),
+                )
+                for a in catalog.get("actions") or ()
+            },
+        )
+
+    def in_quiet(self, at: time) -> bool:
+        if self.quiet is None:
+            return False
+        start, end = self.quiet
+        return start <= at < end if start <= end else (at >= start or at < end)
+
+
+@dataclass
+class Report:
+    checked: int
+    customers: int
+    #: Actions judged with contacts of a customer absorbed earlier.
+    with_merged_history: int
+    violations: list[Violation]
+
+    def by_rule(self) -> dict[str, int]:
+        return dict(Counter(v.rule for v in self.violations))
+
+
+def audit(
+    catalog: Mapping[str, Any],
+    actions: Iterable[Sent],
+    known: Knowledge,
+    failed: Iterable[str] = (),
+    timezone: str = "Asia/Shanghai",
+) -> Report:
+    """Every policy, recomputed for every action that was not a failed delivery."""
+    rules = _Rules.of(catalog)
+    zone = ZoneInfo(timezone)
+    gone = set(failed)
+    live = [a for a in actions if a.id not in gone]
+    by_customer: dict[str, list[Sent]] = {}
+    for a in live:
+        by_customer.setdefault(a.customer, []).append(a)
+
+    def local(ms: int) -> datetime:
+        return datetime.fromtimestamp(ms / 1000, tz=zone)
+
+    def members(customer: str, before_ms: int | None, seen: set[str]) -> set[str]:
+        """Customers whose contacts ``customer``'s journey held (``before_ms``:
+        absorbed by then; None: any time, for those absorbed in turn)."""
+        out = {customer}
+        seen.add(customer)
+        for other, at in known.absorbed.get(customer, {}).items():
+            if other in seen or (before_ms is not None and at >= before_ms):
+                continue
+            out |= members(other, None, seen)
+        return out
+
+    violations: list[Violation] = []
+    merged = 0
+    for x in live:
+        order = (x.decided_ms, x.emitted_ms, x.id)
+        history = [y for y in by_customer[x.customer] if (y.decided_ms, y.emitted_ms, y.id) < order]
+        others = members(x.customer, x.emitted_ms, set()) - {x.customer}
+        absorbed = [y for c in others for y in by_customer.get(c, ())]
+        merged += bool(absorbed)
+        history += absorbed
+
+        def bad(rule: str, detail: str, x: Sent = x) -> None:
+            violations.append(Violation(x.id, x.customer, rule, detail))
+
+        at = local(x.at_ms)
+        cooldown, quiet_mode = rules.actions.get(x.action, (0, "defer"))
+        if quiet_mode != "exempt" and rules.in_quiet(at.time()):
+            bad("quiet_hours", f"deliverable at {at.isoformat()}")
+        for y in history:
+            if y.action == x.action and abs(y.at_ms - x.at_ms) < cooldown:
+                bad("cooldown", f"{y.id} at {local(y.at_ms).isoformat()}")
+                break
+        week = [y for y in history if abs(y.at_ms - x.at_ms) < WEEK_MS]
+        day = [y for y in history if local(y.at_ms).date() == at.date()]
+        caps = (
+            ("channel_day_cap", [y for y in day if y.channel == x.channel], rules.day),
+            ("channel_week_cap", [y for y in week if y.channel == x.channel], rules.week),
+        )
+        for rule, counted, table in caps:
+            default = rules.default_day if rule == "channel_day_cap" else rules.default_week
+            cap = int(table.get(x.channel, default))
+            if len(counted) >= cap:
+                bad(rule, f"{len(counted)} {x.channel} contacts before it, cap {cap}")
+        if len(day) >= rules.per_day:
+            bad("day_cap", f"{len(day)} contacts that day before it, cap {rules.per_day}")
+        if len(week) >= rules.per_week:
+            bad("week_cap", f"{len(week)} contacts within 7 days, cap {rules.per_week}")
+        for order_id, (order_ms, seen_ms) in known.orders.get(x.customer, {}).items():
+            if seen_ms < x.emitted_ms and 0 <= x.at_ms - order_ms < rules.after_purchase_ms:
+                bad("after_purchase", f"order {order_id} at {local(order_ms).isoformat()}")
+                break
+    return Report(len(live), len(by_customer), merged, violations)

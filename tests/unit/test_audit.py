@@ -1,0 +1,130 @@
+"""The independent policy checker (streams.audit) finds what breaks a policy,
+and only what the engine could have known when it decided."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import orjson
+
+from streams.audit import Knowledge, Sent, audit, knowledge, sent_actions
+
+CST = timezone(timedelta(hours=8))
+CATALOG = {
+    "policies": {
+        "per_channel_day": {"wecom": 1, "live_popup": 3},
+        "per_channel_week": {"wecom": 3, "live_popup": 10},
+        "per_day": 3,
+        "per_week": 8,
+        "quiet_hours": {"start": "21:00", "end": "09:00"},
+        "after_purchase_hours": 24,
+    },
+    "actions": [
+        {"id": "invite", "channel": "wecom", "cooldown_hours": 72},
+        {"id": "upgrade", "channel": "wecom", "cooldown_hours": 0},
+        {"id": "popup", "channel": "live_popup", "cooldown_hours": 0, "quiet_hours": "exempt"},
+    ],
+}
+DAY0 = datetime(2026, 11, 11, 10, 0, tzinfo=CST)
+
+
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def sent(
+    id: str, at: datetime, action: str = "invite", customer: str = "c", emitted: int | None = None
+) -> Sent:
+    channel = {"invite": "wecom", "upgrade": "wecom", "popup": "live_popup"}[action]
+    t = ms(at)
+    return Sent(id, customer, action, channel, t, t, t + 10 if emitted is None else emitted, False)
+
+
+def rules(report) -> list[tuple[str, str]]:
+    return sorted((v.action_id, v.rule) for v in report.violations)
+
+
+def test_a_second_wecom_message_the_same_local_day_breaks_the_channel_cap() -> None:
+    report = audit(
+        CATALOG,
+        [sent("a1", DAY0), sent("a2", DAY0 + timedelta(hours=2), "upgrade")],
+        Knowledge(),
+    )
+    assert rules(report) == [("a2", "channel_day_cap")]
+    # the next local day is another day, though within 24 hours
+    next_day = DAY0.replace(hour=20) + timedelta(hours=14)  # 10:00 the day after
+    ok = audit(
+        CATALOG, [sent("a1", DAY0.replace(hour=20)), sent("a2", next_day, "upgrade")], Knowledge()
+    )
+    assert ok.violations == [] and ok.checked == 2
+
+
+def test_quiet_hours_in_local_time_except_for_an_exempt_pop_up() -> None:
+    late = DAY0.replace(hour=22, minute=30)
+    report = audit(CATALOG, [sent("a1", late), sent("p1", late, "popup")], Knowledge())
+    assert rules(report) == [("a1", "quiet_hours")]
+
+
+def test_cooldown_and_week_caps() -> None:
+    actions = [sent("a1", DAY0), sent("a2", DAY0 + timedelta(days=2))]  # invite: 72 h cooldown
+    assert rules(audit(CATALOG, actions, Knowledge())) == [("a2", "cooldown")]
+    week = [sent(f"u{d}", DAY0 + timedelta(days=d), "upgrade") for d in range(4)]
+    assert rules(audit(CATALOG, week, Knowledge())) == [("u3", "channel_week_cap")]
+
+
+def test_a_purchase_suppresses_actions_once_the_journey_held_it() -> None:
+    action = sent("a1", DAY0 + timedelta(hours=5))
+    order_at = ms(DAY0)
+    written_before = Knowledge(orders={"c": {"o-1": (order_at, action.emitted_ms - 1)}})
+    assert rules(audit(CATALOG, [action], written_before)) == [("a1", "after_purchase")]
+    written_after = Knowledge(orders={"c": {"o-1": (order_at, action.emitted_ms + 1)}})
+    assert audit(CATALOG, [action], written_after).violations == []
+
+
+def test_contacts_follow_a_merge_from_the_write_that_folded_them_in() -> None:
+    before = sent("b1", DAY0, customer="b")
+    survivor = sent("c1", DAY0 + timedelta(hours=3), "upgrade", customer="c")
+    folded_first = Knowledge(absorbed={"c": {"b": survivor.emitted_ms - 5}})
+    report = audit(CATALOG, [before, survivor], folded_first)
+    assert rules(report) == [("c1", "channel_day_cap")]
+    assert report.with_merged_history == 1
+    # the fold was written after the survivor's action: not known when it decided
+    folded_later = Knowledge(absorbed={"c": {"b": survivor.emitted_ms + 5}})
+    assert audit(CATALOG, [before, survivor], folded_later).violations == []
+    # absorbed in turn: d was absorbed into b before b into c
+    chain = Knowledge(absorbed={"c": {"b": survivor.emitted_ms - 5}, "b": {"d": 0}})
+    moved = sent("d1", DAY0, customer="d")
+    assert rules(audit(CATALOG, [moved, survivor], chain)) == [("c1", "channel_day_cap")]
+
+
+def test_failed_deliveries_count_against_nothing() -> None:
+    actions = [sent("a1", DAY0), sent("a2", DAY0 + timedelta(hours=2), "upgrade")]
+    assert audit(CATALOG, actions, Knowledge(), failed={"a1"}).violations == []
+
+
+def test_published_actions_are_read_once_each_at_their_first_emission() -> None:
+    base = {
+        "kind": "action",
+        "id": "x1",
+        "customer_id": "c",
+        "action": "invite",
+        "catalog_version": "v1",
+        "delivery": {"channel": "wecom", "identifier_type": "member_id", "identifier": "M1"},
+        "decided_at": "2026-11-11T10:00:00+08:00",
+        "not_before": "2026-11-11T10:00:00+08:00",
+    }
+    payloads = [
+        {**base, "emitted_at": "2026-11-11T02:00:05Z"},
+        {**base, "emitted_at": "2026-11-11T02:00:01Z"},  # the repeat after a crash came first
+        {**base, "id": "rule-1", "catalog_version": None},  # a rule's action: not checked here
+    ]
+    (only,) = sent_actions(payloads)
+    assert only.id == "x1" and only.emitted_ms == ms(datetime(2026, 11, 11, 10, 0, 1, tzinfo=CST))
+
+
+def test_knowledge_keeps_the_first_write_that_listed_each_fact() -> None:
+    j1 = orjson.dumps({"absorbed": ["b"], "orders": [["o-1", 100, "CNY", 900]]})
+    j2 = orjson.dumps({"absorbed": ["b", "d"], "orders": [["o-1", 100, "CNY", 900]]})
+    known = knowledge([(b"c", j1, 10), (b"c", j2, 20), (b"c", None, 30)])
+    assert known.absorbed["c"] == {"b": 10, "d": 20}
+    assert known.orders["c"] == {"o-1": (100, 10)}

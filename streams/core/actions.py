@@ -276,6 +276,20 @@ def local_day(at_ms: int, timezone: str) -> date:
     return local_time(at_ms, timezone).date()
 
 
+def local_day_ms(at_ms: int, timezone: str) -> tuple[int, int]:
+    """The local calendar day of ``at_ms`` as ``[start, end)`` in epoch ms
+    (a day of a time-zone change is as long as it is).
+
+    >>> local_day_ms(1_795_000_000_000, "Asia/Shanghai")  # 2026-11-18 19:06 in Shanghai
+    (1794931200000, 1795017600000)
+    """
+    day = local_day(at_ms, timezone)
+    zone = ZoneInfo(timezone)
+    start = datetime.combine(day, time(0), tzinfo=zone)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
 def blocked_by(
     state: JourneyState,
     action: CatalogAction,
@@ -292,7 +306,7 @@ def blocked_by(
     if state.ignored.get(action.id, 0) >= policies.ignored_limit:
         return "ignored"
     cooldown = action.cooldown_hours * HOUR_MS
-    day = local_day(at_ms, timezone)
+    day_start, day_end = local_day_ms(at_ms, timezone)
     same_day = channel_day = channel_week = week = 0
     for c in state.contacts:
         if not c.counts:
@@ -302,7 +316,7 @@ def blocked_by(
         if abs(c.at_ms - at_ms) < WEEK_MS:
             week += 1
             channel_week += c.channel == action.channel
-        if local_day(c.at_ms, timezone) == day:
+        if day_start <= c.at_ms < day_end:
             same_day += 1
             channel_day += c.channel == action.channel
     if channel_day >= policies.day_cap(action.channel):

@@ -18,6 +18,11 @@ from streams.core.scoring import (
     ltv_estimate,
 )
 
+#: The parts of a profile read from the decisions table (``DECISION_FIELDS``),
+#: not from the journey record: what each side of a merge or a replay knew
+#: when it decided, so comparisons of journeys leave them out.
+DECISION_PARTS = ("decisions", "actions", "ignored_in_a_row")
+
 
 def iso(ms: int | None) -> str | None:
     """Epoch milliseconds as RFC 3339 UTC.

@@ -184,6 +184,19 @@ def http_get(url: str, timeout: float = 10) -> tuple[int, Any]:
         return exc.code, _body(exc.read(), exc.headers.get("Content-Type", ""))
 
 
+def metric_samples(url: str, *names: str) -> dict[str, float]:
+    """A worker's Prometheus samples of the metrics ``names``: the sample's
+    name with its labels (``journeyflow_nba_total{result="sent"}``) -> value."""
+    status, text = http_get(f"{url}/metrics")
+    assert status == 200
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(tuple(f"{name}{{" for name in names)):
+            sample, value = line.rsplit(" ", 1)
+            out[sample] = float(value)
+    return out
+
+
 def http_post(
     url: str, body: bytes, content_type: str = "application/json", timeout: float = 30
 ) -> tuple[int, Any]:

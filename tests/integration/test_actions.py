@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import Namespace, eventually, http_get
+from conftest import Namespace, eventually, http_get, metric_samples
 from kafka_io import produce, read_topic
 from test_learning import LEARNING, touch
 
@@ -38,14 +38,9 @@ def catalog_file(tmp_path: Path) -> tuple[Path, dict]:
 
 
 def nba_counts(url: str) -> dict[str, float]:
-    status, text = http_get(f"{url}/metrics")
-    assert status == 200
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("journeyflow_nba_total{"):
-            name, value = line.rsplit(" ", 1)
-            out[name.split('"')[1]] = float(value)
-    return out
+    """``journeyflow_nba_total`` by its ``result`` label."""
+    samples = metric_samples(url, "journeyflow_nba_total")
+    return {sample.split('"')[1]: value for sample, value in samples.items()}
 
 
 def test_actions_are_chosen_held_out_and_learn_from_feedback(

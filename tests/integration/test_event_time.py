@@ -12,7 +12,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.partitioner import DefaultPartitioner
-from conftest import Namespace, eventually, http_get
+from conftest import Namespace, eventually, http_get, metric_samples
 from kafka_io import produce, read_topic
 
 from streams.core.ids import output_id
@@ -49,14 +49,8 @@ def reminders(ns: Namespace) -> list[dict]:
 
 
 def partition_clocks(url: str) -> dict[int, float]:
-    status, text = http_get(f"{url}/metrics")
-    assert status == 200
-    clocks = {}
-    for line in text.splitlines():
-        if line.startswith("journeyflow_partition_event_time_seconds{"):
-            label, value = line.rsplit(" ", 1)
-            clocks[int(label.split('"')[1])] = float(value)
-    return clocks
+    samples = metric_samples(url, "journeyflow_partition_event_time_seconds")
+    return {int(sample.split('"')[1]): value for sample, value in samples.items()}
 
 
 def clocks_reach(url: str, at: datetime) -> bool:

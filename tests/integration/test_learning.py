@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
-from conftest import Namespace, eventually, http_get
+from conftest import Namespace, eventually, metric_samples
 from kafka_io import produce, read_topic
 
 from models.propensity import snapshot_header
@@ -63,14 +63,7 @@ def traffic(start: datetime) -> tuple[list[tuple[bytes, bytes]], set[int]]:
 
 
 def model_gauges(url: str) -> dict[str, float]:
-    status, text = http_get(f"{url}/metrics")
-    assert status == 200
-    out = {}
-    for line in text.splitlines():
-        if line.startswith(("journeyflow_model_version{", "journeyflow_model_examples{")):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
+    return metric_samples(url, "journeyflow_model_version", "journeyflow_model_examples")
 
 
 def convert_snapshots(ns: Namespace) -> list[dict]:

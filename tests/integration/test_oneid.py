@@ -16,6 +16,7 @@ from kafka_io import produce, read_topic
 
 from streams.core.identity import normalise
 from streams.core.pii import PiiKey
+from streams.core.profile import DECISION_PARTS as DECIDED
 from streams.runtime import key_partition
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -73,7 +74,6 @@ def event(
 
 #: Profile fields of what was decided: each side decided with what it knew
 #: then, so they depend on the order links arrive in (README, Replay).
-DECIDED = ("decisions", "actions", "ignored_in_a_row")
 
 
 def profile(worker: WorkerProcess, identifier: str) -> dict[str, Any] | None:

@@ -33,9 +33,6 @@ KEY = PiiKey("test-k1", b"unit-test-secret")
 POLICY = IngestPolicy(KEY, max_future_skew_ms=300_000)
 
 VIEWER = {"live_viewer_id": "douyin:88231"}
-#: Profile fields of what was decided: they depend on what was known then
-#: (before two identities linked, each decided alone).
-DECIDED = ("decisions", "actions", "ignored_in_a_row")
 MEMBER_ID = "M-77"
 
 _CHANNEL_OF_PREFIX = {

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from factories import DECIDED, KEY, T0, make_admitted, shipped_config
+from factories import KEY, T0, make_admitted, shipped_config
 
 from schemas.outputs import Alert
 from streams.batch import Batch, Record
@@ -21,6 +21,7 @@ from streams.core.identity import normalise
 from streams.core.ingest import Admitted
 from streams.core.journey import JourneyState, apply_event
 from streams.core.oneid import Fold, OneIdConfig, handle
+from streams.core.profile import DECISION_PARTS as DECIDED
 from streams.core.profile import profile_view
 from streams.runtime import LocalRuntime
 

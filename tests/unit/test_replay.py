@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from click.testing import CliRunner
-from factories import DECIDED
 
 from streams.cli import main
+from streams.core.profile import DECISION_PARTS as DECIDED
 from streams.replay import journey_partition, replay
 from streams.settings import Settings
 from streams.simulate import SimulationConfig, simulate

@@ -40,6 +40,16 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
     return levels
 
 
+def _rates(value: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(float(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of events/s, e.g. 300,600") from None
+    if any(x <= 0 for x in rates):
+        raise click.BadParameter("each rate is a positive number of events/s")
+    return rates
+
+
 @click.command("bench")
 @click.option(
     "--events",
@@ -69,6 +79,13 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
     show_default=True,
     callback=_levels,
     help="Open-loop rates as fractions of the worker's closed-loop throughput.",
+)
+@click.option(
+    "--rates",
+    default="",
+    callback=lambda ctx, param, value: _rates(value),
+    help="Open-loop rates in events/s instead of --levels (the same rates in every run, so "
+    "runs on a machine whose speed varies compare).",
 )
 @click.option("--seed", type=int, default=7, show_default=True, help="Simulation seed.")
 @click.option(
@@ -125,6 +142,7 @@ def bench(
     output: Path | None,
     quick: bool,
     levels: tuple[float, ...],
+    rates: tuple[float, ...],
     seed: int,
     guarantee: str,
     duration: float | None,
@@ -151,6 +169,7 @@ def bench(
         bootstrap=bootstrap,
         output=output,
         levels=levels,
+        rates=rates,
         seed=seed,
         duration=duration or (QUICK_DURATION if quick else 20.0),
         partitions=partitions,

@@ -114,6 +114,8 @@ class BenchConfig:
     bootstrap: str | None = None
     output: Path | None = None
     levels: tuple[float, ...] = (0.25, 0.5, 0.75)
+    #: Open-loop rates in events/s; when given, instead of ``levels``.
+    rates: tuple[float, ...] = ()
     seed: int = 7
     duration: float = 20.0
     partitions: int = 8
@@ -1099,7 +1101,7 @@ async def _run(run: Run) -> dict[str, Any]:
     # Event time: far enough back that the closed loop and every open-loop level
     # (at up to OPEN_RATE_CAP events/s) lie before the moment they are produced.
     sim_config = SimulationConfig(seed=cfg.seed, customers=cfg.customers, start=datetime.now(UTC))
-    open_budget = sum(cfg.levels) * cfg.duration * OPEN_RATE_CAP
+    open_budget = (sum(cfg.rates) if cfg.rates else sum(cfg.levels) * OPEN_RATE_CAP) * cfg.duration
     span = 1.6 * (n + open_budget) / sim_config.events_per_second + 600
     start = datetime.now(UTC) - timedelta(seconds=span)
     sim_config = SimulationConfig(seed=cfg.seed, customers=cfg.customers, start=start)
@@ -1117,7 +1119,8 @@ async def _run(run: Run) -> dict[str, Any]:
         "dirty_share": sim_config.dirty_share,
         "simulated_events_per_s_of_event_time": sim_config.events_per_second,
         "event_time_start": start.isoformat(timespec="seconds"),
-        "levels": list(cfg.levels),
+        "levels": [] if cfg.rates else list(cfg.levels),
+        "rates": list(cfg.rates),
         "open_loop_seconds_per_level": cfg.duration,
         "partitions": cfg.partitions,
         "store": "rocksdb",
@@ -1183,8 +1186,13 @@ async def _run(run: Run) -> dict[str, Any]:
 
         levels: list[Level] = []
         throughput = wc["events_per_s"] or 0.0
-        for level in cfg.levels:
-            rate = min(level * throughput, OPEN_RATE_CAP)
+        wanted = (
+            [(r / throughput if throughput else 0.0, r) for r in cfg.rates]
+            if cfg.rates
+            else [(level, level * throughput) for level in cfg.levels]
+        )
+        for level, wanted_rate in wanted:
+            rate = min(wanted_rate, OPEN_RATE_CAP)
             count = max(1, int(rate * cfg.duration))
             records = list(itertools.islice(sim, count))
             now_ms = int(time.time() * 1000)

@@ -112,8 +112,9 @@ def test_no_action_breaks_a_contact_policy_through_merges_and_a_kill(
     }
     worker = namespace.worker(tmp_path, **env).start()
     produce(namespace.bootstrap, namespace.topic("touchpoints"), dataset())
-    # kill -9 mid-stream (a batch writes each customer it changed once: 300
-    # customers, 8,000 events make about 2,000 journey records), start afresh
+    # kill -9 mid-stream (a batch writes each customer it changed once, so
+    # 20,000 events of 200 customers make a few thousand journey records),
+    # start afresh with the local state wiped
     eventually(
         lambda: count_messages(namespace.bootstrap, namespace.changelog) >= 700,
         timeout=240,

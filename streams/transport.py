@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any, Literal
 
+from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
@@ -327,7 +328,10 @@ class Consumer(faust_aiokafka.Consumer):
             if at is None:
                 continue  # no longer assigned: the positioning left it out
             log.info("%s: records from %d were dropped while positioning; fetching again", tp, at)
-            await self.seek(tp, at)
+            try:
+                await self.seek(tp, at)
+            except IllegalStateError:  # revoked by a rebalance under way: it positions anew
+                log.info("%s: no longer assigned; left to the next positioning", tp)
 
     async def _apply(self, messages: list[Message]) -> None:
         """Hand a fetch's stream records to the batch protocol, unless the

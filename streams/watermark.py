@@ -17,6 +17,8 @@ letting reminders fire before the events that would cancel them.
 1000000
 >>> head_time(1_000_000, b"not json")
 1000000
+>>> head_time(1_000_000, b'{"occurred_at": "1970-01-01T00:00:00"}')  # no offset: rejected later
+1000000
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ def head_time(timestamp_ms: int, value: bytes | None) -> int:
     ``occurred_at`` when that is earlier (a record that is not a readable
     event, to be dead-lettered, holds nothing back)."""
     try:
-        occurred = orjson.loads(value or b"")["occurred_at"]
-        at_ms = int(datetime.fromisoformat(occurred).timestamp() * 1000)
+        occurred = datetime.fromisoformat(orjson.loads(value or b"")["occurred_at"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return timestamp_ms
-    return min(timestamp_ms, at_ms)
+    if occurred.tzinfo is None:  # rejected at admission (no offset): holds nothing back
+        return timestamp_ms
+    return min(timestamp_ms, int(occurred.timestamp() * 1000))
 
 
 class InputWatermark:

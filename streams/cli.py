@@ -438,6 +438,64 @@ def models(as_json: bool) -> None:
 
 
 @main.command()
+@click.option(
+    "--catalog",
+    "catalog_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Catalog JSON with the policies (default: JOURNEYFLOW_CATALOG_FILE, else shipped).",
+)
+@click.option(
+    "--timezone", "zone", default="Asia/Shanghai", show_default=True, help="Customers' time zone."
+)
+@fails_cleanly
+def audit(catalog_path: Path | None, zone: str) -> None:
+    """Check every catalog action published (holdout included) against the
+    contact policies with the independent checker (streams/audit.py): caps per
+    channel and overall, cooldowns, quiet hours, after a purchase, each against
+    what the customer's journey held when it was decided. Prints one JSON
+    object; exits 3 when anything broke a policy (1 when it could not check)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from streams.admin import check_broker
+    from streams.audit import audit_run, report_json
+    from streams.config import _read_json
+    from streams.topics import topics_for
+
+    settings = load_settings()
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise JourneyflowError(f"unknown time zone {zone!r}") from exc
+    path = catalog_path or settings.catalog_file
+    catalog = _read_json(path, "catalog") if path else _read_json("catalog/default.json", "catalog")
+    if not isinstance(catalog, dict) or not isinstance(catalog.get("actions"), list):
+        raise JourneyflowError(f"catalog: {path or 'shipped'} has no list of actions")
+    topics = topics_for(settings)
+
+    async def go() -> Any:
+        await check_broker(settings.bootstrap)
+        return await audit_run(
+            settings.bootstrap,
+            catalog,
+            actions_topics=(topics.actions.name, topics.holdout.name),
+            feedback_topic=topics.feedback.name,
+            journeys_changelog=f"{settings.app_id}-journeys-changelog",
+            timezone=zone,
+            progress=lambda line: click.echo(f"read {line}", err=True),
+        )
+
+    try:
+        report = asyncio.run(go())
+    except Exception as exc:
+        if isinstance(exc, JourneyflowError):
+            raise
+        raise JourneyflowError(f"cannot read the published actions: {exc}") from None
+    click.echo(json.dumps(report_json(report), ensure_ascii=False, indent=2))
+    if report.violations:
+        sys.exit(3)
+
+
+@main.command()
 @click.option("--seed", type=int, default=11, show_default=True)
 @click.option("--customers", type=int, default=1000, show_default=True)
 @click.option("--days", type=float, default=10.0, show_default=True, help="Days of event time.")

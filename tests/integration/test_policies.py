@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
@@ -186,3 +188,14 @@ def test_no_action_breaks_a_contact_policy_through_merges_and_a_kill(
     assert report.violations == [], f"{report.by_rule()}: " + "; ".join(shown)
     after = popups(namespace, viewer)
     assert len(first) == 1 and after == first, f"a second pop-up within the cooldown: {after}"
+
+    # the same check as an operator runs it against a deployment
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "audit", "--catalog", str(catalog_path)],
+        env=namespace.env(),
+        capture_output=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    printed = json.loads(done.stdout)
+    assert printed["violations"] == 0 and printed["checked"] == report.checked

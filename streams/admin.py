@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import ConsumerRecord
 
 from streams.errors import JourneyflowError
 from streams.settings import Settings
@@ -108,3 +109,55 @@ async def stop_quietly(consumer: AIOKafkaConsumer) -> None:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    """The topic's partitions (none when it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    head = described[0] if described else {}
+    found = [] if head.get("error_code") else head.get("partitions") or []
+    return [
+        TopicPartition(topic, p["partition"]) for p in sorted(found, key=lambda p: p["partition"])
+    ]
+
+
+async def read_records(
+    bootstrap: str, topic: str, timeout_s: float = 20.0, *, strict: bool = True
+) -> list[ConsumerRecord]:
+    """Every record of ``topic`` up to the end offsets it has now, all
+    partitions. Past ``timeout_s`` it raises TimeoutError (``strict``) or
+    returns what it has read."""
+    tps = await topic_partitions(bootstrap, topic)
+    if not tps:
+        return []
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[ConsumerRecord] = []
+        left = {tp for tp in tps if ends[tp] > 0}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while left and loop.time() < deadline:
+            fetched = await consumer.getmany(*left, timeout_ms=500)
+            for tp, records in fetched.items():
+                out.extend(records)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    left.discard(tp)
+            for tp in list(left):
+                if await consumer.position(tp) >= ends[tp]:
+                    left.discard(tp)
+        if left and strict:
+            raise TimeoutError(f"{topic}: not read to its end within {timeout_s:.0f} s")
+        return out
+    finally:
+        await stop_quietly(consumer)

@@ -35,7 +35,6 @@ closes response windows).
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -269,46 +268,9 @@ async def read_all(
 ) -> list[tuple[bytes | None, bytes | None, int]]:
     """Every record of ``topic`` up to its end offsets now: ``(key, value,
     timestamp ms)``. A topic that does not exist reads as empty."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
+    from streams.admin import read_records
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    head = described[0] if described else {}
-    found = head.get("partitions") if not head.get("error_code") else []
-    tps = [TopicPartition(topic, p["partition"]) for p in found or ()]
-    if not tps:
-        return []
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
-    )
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[tuple[bytes | None, bytes | None, int]] = []
-        left = {tp for tp in tps if ends[tp] > 0}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while left:
-            if loop.time() > deadline:
-                raise TimeoutError(f"{topic}: not read to its end within {timeout_s:.0f} s")
-            fetched = await consumer.getmany(*left, timeout_ms=500)
-            for tp, records in fetched.items():
-                out.extend((r.key, r.value, r.timestamp) for r in records if r.offset < ends[tp])
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    left.discard(tp)
-            for tp in list(left):
-                if await consumer.position(tp) >= ends[tp]:
-                    left.discard(tp)
-        return out
-    finally:
-        await consumer.stop()
+    return [(r.key, r.value, r.timestamp) for r in await read_records(bootstrap, topic, timeout_s)]
 
 
 async def audit_run(

@@ -178,8 +178,9 @@ def test_no_action_breaks_a_contact_policy_through_merges_and_a_kill(
         f"{report.with_merged_history} with a merged history; {len(merges)} merges; "
         f"channels {Counter(a.channel for a in actions)}; violations {report.by_rule()}"
     )
-    # not vacuous: actions on every channel the traffic reaches, the holdout's
-    # among them, customers merged, and some judged with a merged history
+    # not vacuous: actions on more than one channel, the holdout's among them,
+    # customers merged (whether an action comes after a merge in the simulated
+    # traffic depends on timing: the scripted merge above makes sure of one)
     assert report.checked >= 100, report
     assert len({a.channel for a in actions}) >= 2
     assert any(a.holdout for a in actions)

@@ -48,9 +48,10 @@ from models.quality import exact_auc
 from models.trainer import ModelScorer, Trainer
 from schemas.codec import dump
 from schemas.outputs import Action
+from streams.audit import Knowledge, audit, sent_actions
 from streams.batch import Record, Stream
 from streams.config import ingest_policy, model_specs, oneid_config
-from streams.core.actions import Catalog, local_time
+from streams.core.actions import Catalog
 from streams.errors import JourneyflowError
 from streams.runtime import LocalRuntime
 from streams.settings import Settings
@@ -278,40 +279,14 @@ def lift(runtime: LocalRuntime, catalog: Catalog) -> dict[str, Any]:
 
 
 def violations(outputs: list[Any], catalog: Catalog, failed: set[str]) -> int:
-    """Catalog actions over a per-channel day cap, inside a cooldown, or
-    deliverable in quiet hours: recomputed from the actions (holdout included:
-    they follow the same policies; deliveries that failed are no contact), in
-    China Standard Time (the simulator's)."""
-    policies = catalog.policies
-    by_customer: dict[str, list[Action]] = defaultdict(list)
-    for output in outputs:
-        if (
-            isinstance(output, Action)
-            and output.catalog_version
-            and output.delivery
-            and output.id not in failed
-        ):
-            by_customer[output.customer_id].append(output)
-    bad = 0
-    for actions in by_customer.values():
-        actions.sort(key=lambda a: (a.not_before or a.decided_at, a.id))
-        per_day: dict[tuple[str, str], int] = defaultdict(int)
-        last_of: dict[str, datetime] = {}
-        for a in actions:
-            assert a.delivery is not None and a.not_before is not None
-            spec = catalog.action(a.action)
-            local = local_time(int(a.not_before.timestamp() * 1000), "Asia/Shanghai")
-            key = (a.delivery.channel, local.date().isoformat())
-            per_day[key] += 1
-            if per_day[key] > policies.day_cap(a.delivery.channel):
-                bad += 1
-            quiet = policies.quiet_hours
-            exempt = spec is not None and spec.quiet_hours == "exempt"
-            if quiet is not None and not exempt and quiet.holds(local.time()):
-                bad += 1
-            before = last_of.get(a.action)
-            cooldown = timedelta(hours=spec.cooldown_hours if spec else 0)
-            if before is not None and a.not_before - before < cooldown:
-                bad += 1
-            last_of[a.action] = a.not_before
-    return bad
+    """Contact-policy violations among the catalog actions (holdout included:
+    they follow the same policies; deliveries that failed are no contact), by
+    the independent checker (``streams.audit``) in China Standard Time (the
+    simulator's). In process there is no changelog to tell when merges and
+    purchases became known, so each action is judged against its own
+    customer's earlier actions, and the suppression after a purchase is left
+    to the unit tests."""
+    payloads = [dump(o) for o in outputs if isinstance(o, Action)]
+    raw = catalog.model_dump(mode="json")
+    report = audit(raw, sent_actions(payloads), Knowledge(), failed, "Asia/Shanghai")
+    return len(report.violations)

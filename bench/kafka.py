@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streams.admin import stop_quietly
+from streams.admin import read_records, stop_quietly
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,53 +103,10 @@ async def create_topics(
         await admin.close()
 
 
-async def read_topic(
-    bootstrap: str,
-    topic: str,
-    *,
-    start: dict[int, int] | None = None,
-    timeout: float = 120.0,
-) -> list[Record]:
-    """Every record of ``topic`` from ``start`` (partition -> offset; default the
-    beginning) up to the end offsets at the time of the call."""
-    async with Offsets(bootstrap) as offsets:
-        tps = await offsets.partitions(topic)
-        ends = {tp: off for tp, off in (await offsets.consumer.end_offsets(tps)).items()}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        client_id="jf-bench-reader",
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_bytes=16 * 1024 * 1024,
-    )
-    await consumer.start()
-    out: list[Record] = []
-    try:
-        begin = {tp: (start or {}).get(tp.partition, 0) for tp in tps}
-        remaining = {tp for tp in tps if ends[tp] > begin[tp]}
-        if not remaining:
-            return out
-        consumer.assign(list(remaining))
-        for tp in remaining:
-            consumer.seek(tp, begin[tp])
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while remaining and loop.time() < deadline:
-            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for tp, records in batch.items():
-                for r in records:
-                    if r.offset < ends[tp]:
-                        out.append(Record(r.partition, r.offset, r.timestamp, r.key, r.value))
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-        if remaining:
-            raise TimeoutError(f"reading {topic} did not reach its end within {timeout:.0f}s")
-        return out
-    finally:
-        await stop_quietly(consumer)
+async def read_topic(bootstrap: str, topic: str, *, timeout: float = 120.0) -> list[Record]:
+    """Every record of ``topic`` up to the end offsets at the time of the call."""
+    records = await read_records(bootstrap, topic, timeout)
+    return [Record(r.partition, r.offset, r.timestamp, r.key, r.value) for r in records]
 
 
 async def first_timestamp(bootstrap: str, topic: str, timeout: float = 30.0) -> int | None:

@@ -150,7 +150,7 @@ async def read_records(
         while left and loop.time() < deadline:
             fetched = await consumer.getmany(*left, timeout_ms=500)
             for tp, records in fetched.items():
-                out.extend(records)
+                out.extend(r for r in records if r.offset < ends[tp])
                 if records and records[-1].offset + 1 >= ends[tp]:
                     left.discard(tp)
             for tp in list(left):

@@ -173,6 +173,12 @@ class JourneyState(BaseModel):
     #: was never applied (read after later ones around a rebalance; see
     #: ``seen_before``).
     source_offsets: dict[str, int] = Field(default_factory=dict)
+    #: Touchpoints partition -> highest offset of the records that entered
+    #: One-ID at this customer's own identifier and were applied here
+    #: (``streams.core.oneid``: a record the first stage admits again after a
+    #: crash is known there, however many records came since). Records
+    #: written before it load with it empty.
+    admitted: dict[str, int] = Field(default_factory=dict)
     fired: tuple[str, ...] = ()
     pending: tuple[Pending, ...] = ()
     #: Decayed event counts, ``channel:<channel>`` and ``event:<type>`` ->

@@ -123,6 +123,7 @@ from streams.core.journey import (
     merge_identifiers,
     merge_states,
     new_state,
+    parse_source,
 )
 from streams.core.rules import Output
 
@@ -162,6 +163,11 @@ class Alias(BaseModel):
     #: (at most ``max_partners + 1`` kept per type).
     partners: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     shared: bool = False
+    #: Touchpoints partition -> highest offset of the records that entered
+    #: One-ID here and went on elsewhere (forwarded to the root, routed on
+    #: from a shared identifier; and, once this root joined another, what its
+    #: journey had applied here). See :func:`_admitted_before`.
+    admitted: dict[str, int] = Field(default_factory=dict)
 
 
 # --- messages ------------------------------------------------------------------
@@ -494,6 +500,49 @@ def _event_ms(event: TouchpointEvent) -> int:
 
 
 def _route(key: str, msg: Route, fx: Effects, config: _Context, position: str) -> None:
+    if msg.tried:  # routed on from a shared identifier
+        _anchor(key, msg, fx, config, position)
+        return
+    source = parse_source(msg.source)
+    if source is not None and _admitted_before(fx, *source):
+        fx.outcome = "redelivered"
+        return
+    _anchor(key, msg, fx, config, position)
+    if source is not None and fx.outcome != "erased":
+        _note_admitted(key, fx, *source)
+
+
+def _admitted_before(fx: Effects, partition: str, offset: int) -> bool:
+    """Did a record of this touchpoints partition at or after ``offset`` enter
+    One-ID here before?
+
+    The first stage sends each touchpoint to its event's strongest identifier,
+    and a partition's records to a key come in offset order (one producer
+    per touchpoints partition; a partition's new owner starts after what
+    its last owner committed, which it had sent). So a record at or below the
+    highest offset seen here is the same record admitted again: the first
+    stage was stopped (kill -9, a rebalance) after sending it and before
+    committing. It may come after any number of the customer's records,
+    more than the journey's dedupe window holds. The highest offset is kept
+    with what the record changed: the journey when it was applied here, else
+    the alias (the records it sent on were acknowledged before either is
+    written, ``streams.batch``)."""
+    seen = fx.alias.admitted.get(partition, -1) if fx.alias is not None else -1
+    if fx.journey is not None:
+        seen = max(seen, fx.journey.admitted.get(partition, -1))
+    return offset <= seen
+
+
+def _note_admitted(key: str, fx: Effects, partition: str, offset: int) -> None:
+    if fx.journey is not None and fx.journey_changed and root_of(key, fx.alias) == key:
+        admitted = {**fx.journey.admitted, partition: offset}
+        fx.set_journey(fx.journey.model_copy(update={"admitted": admitted}))
+    else:
+        alias = fx.alias or Alias()
+        fx.set_alias(alias.model_copy(update={"admitted": {**alias.admitted, partition: offset}}))
+
+
+def _anchor(key: str, msg: Route, fx: Effects, config: _Context, position: str) -> None:
     event = msg.event
     ids = [i for i in typed_identifiers(event.identities) if i not in msg.tried]
     others = [i for i in ids if i != key]
@@ -695,14 +744,18 @@ def _accepted(key: str, msg: Accepted, fx: Effects, config: _Context, position: 
     alias = fx.alias
     if alias is None or alias.moving_to != msg.target:
         return  # answered before (a redelivery)
+    admitted = alias.admitted
     if fx.journey is not None:
         fx.sends.append((msg.into, Fold(key, fx.journey, msg.cause)))  # the decider
         for member in fx.journey.identifiers:
             if member != key:
                 fx.sends.append((member, Repoint(key, msg.into)))
+        # what entered here stays known here (events for this key now go on)
+        for partition, offset in fx.journey.admitted.items():
+            admitted = {**admitted, partition: max(offset, admitted.get(partition, -1))}
         fx.set_journey(None)
     unparked = _unpark(key, fx, alias)
-    fx.set_alias(unparked.model_copy(update={"root": msg.into}))
+    fx.set_alias(unparked.model_copy(update={"root": msg.into, "admitted": admitted}))
 
 
 def _refused(key: str, msg: Refused, fx: Effects, config: _Context, position: str) -> None:

@@ -30,10 +30,10 @@ from streams.simulate import SimulationConfig, simulate
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 CST = timezone(timedelta(hours=8))
-EVENTS = 8_000
+EVENTS = 20_000
 #: Event time: about three days (quiet hours, day and week caps, cooldowns
 #: all come into play), ending a day before now.
-RATE = 0.03
+RATE = 0.08
 
 
 def dataset() -> list[tuple[bytes, bytes, int]]:
@@ -41,17 +41,14 @@ def dataset() -> list[tuple[bytes, bytes, int]]:
     links and merges customers), no dirty share."""
     settings = Settings(pii_key="integration-test-key", pii_key_id="t1")
     start = datetime.now(UTC) - timedelta(days=1) - timedelta(seconds=EVENTS / RATE)
-    # Light traffic per customer on purpose. After a kill -9 the touchpoints
-    # since the last commit are admitted again, and their second copies reach
-    # a journey after everything admitted in between: only the journey's
-    # dedupe window (JOURNEYFLOW_DEDUPE_WINDOW, 256 records) recognises them.
-    # The simulator's busiest customers (1,879 of 20,000 events with 200
-    # customers) had 256 newer records by then, and a few events were counted
-    # twice in 2 of 5 runs: a known hole, left for its own fix and test (see
-    # the issue notes). Here no journey reaches 256 records (the busiest of
-    # these 8,000 events for 1,000 customers has 215).
+    # Busy customers on purpose (the busiest has 1,879 of the 20,000 events):
+    # after the kill -9 the touchpoints since the last commit are admitted
+    # again, and their second copies reach a journey after more records than
+    # its dedupe window holds (JOURNEYFLOW_DEDUPE_WINDOW, 256). They must be
+    # known where they enter One-ID (``oneid._admitted_before``), or a few
+    # events count twice (``accounted`` below).
     config = SimulationConfig(
-        seed=17, customers=1000, start=start, events_per_second=RATE, dirty_share=0.0
+        seed=17, customers=200, start=start, events_per_second=RATE, dirty_share=0.0
     )
     records = []
     for rec in itertools.islice(simulate(config), EVENTS):
@@ -124,7 +121,7 @@ def test_no_action_breaks_a_contact_policy_through_merges_and_a_kill(
     worker = namespace.worker(tmp_path, **env).start()
     produce(namespace.bootstrap, namespace.topic("touchpoints"), dataset())
     # kill -9 mid-stream (a batch writes each customer it changed once, so
-    # 8,000 events of 1,000 customers make a few thousand journey records),
+    # 20,000 events of 200 customers make a few thousand journey records),
     # start afresh with the local state wiped
     eventually(
         lambda: count_messages(namespace.bootstrap, namespace.changelog) >= 700,

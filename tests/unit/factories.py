@@ -119,12 +119,13 @@ def meta(offset: int = 0, *, timestamp_ms: int | None = None, partition: int = 0
 _OFFSETS = itertools.count()
 
 
-def make_admitted(event_type: str, **overrides: Any) -> Admitted:
+def make_admitted(event_type: str, *, input_partition: int = 0, **overrides: Any) -> Admitted:
     """An event through :func:`admit`, recorded by Kafka when it occurred, as
-    its own input record (a fresh offset: re-sending it is a producer duplicate;
-    re-applying the returned object is a redelivery)."""
+    its own input record (a fresh offset of touchpoints partition
+    ``input_partition``: re-sending it is a producer duplicate; re-applying
+    the returned object is a redelivery)."""
     at = overrides.get("at", T0)
-    record = meta(next(_OFFSETS), timestamp_ms=epoch_ms(at))
+    record = meta(next(_OFFSETS), timestamp_ms=epoch_ms(at), partition=input_partition)
     result = admit(make_raw(event_type, **overrides), record, POLICY)
     assert isinstance(result, Admitted), result
     return result

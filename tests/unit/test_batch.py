@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from factories import POLICY, make_raw, shipped_config
 
@@ -47,9 +47,10 @@ def runtime(cls: type[LocalRuntime] = LocalRuntime, **limits: float) -> LocalRun
     )
 
 
-def touchpoints(raws: list[bytes]) -> list[Record]:
+def touchpoints(raws: list[bytes], first: int = 0) -> list[Record]:
+    """Records of touchpoints partition 0 from offset ``first``."""
     return [
-        Record("touchpoints", "journeyflow.touchpoints", 0, n, None, raw)
+        Record("touchpoints", "journeyflow.touchpoints", 0, first + n, None, raw)
         for n, raw in enumerate(raws)
     ]
 
@@ -167,11 +168,11 @@ def test_a_journey_whose_stored_record_changed_is_read_from_the_store() -> None:
     [key] = rt.journeys
     after_three = rt.journeys[key]
     more = comments(6)[3:]
-    asyncio.run(rt.admit(touchpoints(more[:2])))
+    asyncio.run(rt.admit(touchpoints(more[:2], 3)))
     asyncio.run(rt.run())
     assert rt.engine.decoded_journeys.hits > 0
     rt.journeys[key] = after_three  # the store goes back to three events
-    asyncio.run(rt.admit(touchpoints(more[2:])))
+    asyncio.run(rt.admit(touchpoints(more[2:], 5)))
     asyncio.run(rt.run())
     state = rt.journey_of("live_viewer_id:douyin:88231")
     assert state is not None and state.events_total == 4
@@ -204,7 +205,7 @@ def test_decisions_have_a_table_of_their_own_written_when_they_change() -> None:
     at = datetime.fromtimestamp(customers[key].last_seen_ms / 1000 + 1, UTC)
     like = make_raw("live.like", identities={"live_viewer_id": viewer}, at=at)
     journey_before = rt.journeys[key.encode()]
-    asyncio.run(rt.admit(touchpoints([like])))
+    asyncio.run(rt.admit(touchpoints([like], len(raws))))
     asyncio.run(rt.run())
     assert rt.journeys[key.encode()] != journey_before and rt.decisions == before
     assert rt.journey(key) is not None and rt.journey(key).decisions == customers[key].decisions
@@ -217,3 +218,99 @@ def test_bad_input_becomes_a_dead_letter_and_the_batch_goes_on() -> None:
     asyncio.run(rt.run())
     assert [d.reason_code for d in rt.dead_letters] == ["malformed_json"]
     assert rt.counts["dead_lettered"] == 1 and rt.counts["processed"] == 2
+
+
+# --- a touchpoint admitted twice (the first stage killed before it committed) ---
+
+VIEWER_ID = "douyin:88231"
+TP = "journeyflow.touchpoints"
+
+
+def viewer_events(n: int, identities: dict[str, str], start: int = 0) -> list[bytes]:
+    """``n`` comments, a second apart: the newest by event time come last."""
+    t0 = datetime(2026, 11, 23, 20, tzinfo=UTC)
+    return [
+        make_raw(
+            "live.comment",
+            event_id=f"c-{start + i}",
+            at=t0 + timedelta(seconds=start + i),
+            identities=identities,
+            context=COMMENT,
+            text="好看",
+        )
+        for i in range(n)
+    ]
+
+
+def at_offsets(raws: list[bytes], first: int, partition: int = 0) -> list[Record]:
+    return [Record("touchpoints", TP, partition, first + n, None, r) for n, r in enumerate(raws)]
+
+
+def admitted_again(rt: LocalRuntime, records: list[Record]) -> None:
+    """The same touchpoint records through the first stage again, as after a
+    kill -9 before its offsets were committed: new internal records, same source."""
+    asyncio.run(rt.admit(records))
+    asyncio.run(rt.run())
+
+
+def test_touchpoints_admitted_again_after_more_records_than_the_dedupe_window_count_once() -> None:
+    rt = runtime()
+    window = shipped_config().limits.recent_event_ids
+    raws = viewer_events(window + 50, {"live_viewer_id": VIEWER_ID})
+    first = at_offsets(raws, 0)
+    admitted_again(rt, first)
+    before = rt.journey_of(f"live_viewer_id:{VIEWER_ID}")
+    assert before is not None and before.events_total == window + 50
+    admitted_again(rt, first[:20])  # the oldest: long gone from the window
+    after = rt.journey_of(f"live_viewer_id:{VIEWER_ID}")
+    assert after is not None and after.events_total == window + 50
+    assert rt.counts["redelivered"] == 20
+    assert rt.counts["processed"] == window + 50
+
+
+def test_admitted_again_through_an_identifier_that_is_not_its_customer_counts_once() -> None:
+    """The event's identifier forwards to its customer (One-ID): a copy is
+    known where it enters, not only by the customer's window."""
+    rt = runtime()
+    window = shipped_config().limits.recent_event_ids
+    both = {"live_viewer_id": VIEWER_ID, "phone": "13800138000"}
+    linking = at_offsets(viewer_events(1, both), 0)
+    admitted_again(rt, linking)
+    viewer_only = at_offsets(viewer_events(window + 30, {"live_viewer_id": VIEWER_ID}, 1), 1)
+    admitted_again(rt, viewer_only)
+    customer = rt.journey_of(f"live_viewer_id:{VIEWER_ID}")
+    assert customer is not None and customer.customer_id.startswith("phone:")
+    assert customer.events_total == window + 31
+    admitted_again(rt, [*linking, *viewer_only[:10]])
+    again = rt.journey_of(f"live_viewer_id:{VIEWER_ID}")
+    assert again is not None and again.events_total == window + 31
+    assert rt.counts["processed"] == window + 31
+
+
+def test_admitted_again_after_its_customer_was_merged_away_counts_once() -> None:
+    """Copies of a viewer's records reach the viewer after it joined a phone:
+    what the viewer had admitted went with it, not with its journey."""
+    rt = runtime()
+    window = shipped_config().limits.recent_event_ids
+    alone = at_offsets(viewer_events(window + 20, {"live_viewer_id": VIEWER_ID}), 0)
+    admitted_again(rt, alone)
+    both = {"live_viewer_id": VIEWER_ID, "phone": "13800138000"}
+    admitted_again(rt, at_offsets(viewer_events(1, both, window + 20), window + 20))
+    merged = rt.journey_of(f"live_viewer_id:{VIEWER_ID}")
+    assert merged is not None and merged.customer_id.startswith("phone:")
+    assert merged.events_total == window + 21
+    admitted_again(rt, alone[:15])
+    again = rt.journey_of(f"live_viewer_id:{VIEWER_ID}")
+    assert again is not None and again.events_total == window + 21
+    assert rt.counts["processed"] == window + 21
+
+
+def test_records_of_several_input_partitions_are_told_apart() -> None:
+    """Offsets of one touchpoints partition say nothing about another's."""
+    rt = runtime()
+    ids = {"live_viewer_id": VIEWER_ID}
+    admitted_again(rt, at_offsets(viewer_events(5, ids), 100, partition=0))
+    admitted_again(rt, at_offsets(viewer_events(5, ids, 5), 0, partition=1))
+    journey = rt.journey_of(f"live_viewer_id:{VIEWER_ID}")
+    assert journey is not None and journey.events_total == 10
+    assert rt.counts.get("redelivered", 0) == 0

@@ -59,10 +59,27 @@ def profile(state: JourneyState | None) -> dict[str, Any]:
 
 # --- links in any order ---------------------------------------------------------
 
+#: Each from a touchpoints partition of its own: records of one partition are
+#: admitted in offset order, of several in any order.
 LINKS = [
-    linking({**A, **B}, 1, "ab", event_type="live.comment", text="多少钱"),
-    linking({**C, **D}, 2, "cd", event_type="store.check_in", context={"store_id": "s-1"}),
-    linking({**B, **C}, 3, "bc", event_type="chat.message", text="hi", sentiment=0.1),
+    linking({**A, **B}, 1, "ab", event_type="live.comment", text="多少钱", input_partition=0),
+    linking(
+        {**C, **D},
+        2,
+        "cd",
+        event_type="store.check_in",
+        context={"store_id": "s-1"},
+        input_partition=1,
+    ),
+    linking(
+        {**B, **C},
+        3,
+        "bc",
+        event_type="chat.message",
+        text="hi",
+        sentiment=0.1,
+        input_partition=2,
+    ),
 ]
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -516,11 +516,7 @@ class BatchEngine:
             batch.counts[f"feedback_{fx.feedback}"] += 1
         for reason in fx.refusals:
             batch.counts[f"refused_{reason}"] += 1
-        for why, n in fx.left_out.items():
-            batch.counts[f"nba_left_out_{why}"] += n
-        for output in fx.outputs:
-            if isinstance(output, Action) and output.catalog_version is not None:
-                batch.counts["nba_holdout" if output.holdout else "nba_sent"] += 1
+        _count_actions(batch, fx.outputs, fx.left_out)
         event_ms = message_event_ms(message)
         if fx.scheduled:
             index.add(partition, key, tuple(fx.scheduled), event_ms or min(fx.scheduled))
@@ -541,7 +537,17 @@ class BatchEngine:
         def emit(result: TickResult) -> None:
             batch.outputs.extend(result.outputs)
             batch.examples.extend(result.examples)
+            _count_actions(batch, result.outputs, result.left_out)
 
         clock = index.advance(partition, to_ms, emit, start=start)
         if clock is not None:
             batch.clocks[partition] = clock.clock_ms
+
+
+def _count_actions(batch: Batch, outputs: Sequence[Output], left_out: Mapping[str, int]) -> None:
+    """Catalog actions sent or held out, and those left out by reason."""
+    for why, n in left_out.items():
+        batch.counts[f"nba_left_out_{why}"] += n
+    for output in outputs:
+        if isinstance(output, Action) and output.catalog_version is not None:
+            batch.counts["nba_holdout" if output.holdout else "nba_sent"] += 1

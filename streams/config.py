@@ -116,13 +116,38 @@ def decision_config(
     )
 
 
+def check_rule_actions(rules: RuleSet, catalog: Catalog | None) -> None:
+    """With a catalog, every action rule goes out as a catalog action, under
+    the contact policies: one naming none, or an unknown one, is refused at start."""
+    if catalog is None:
+        return
+    known = {a.id for a in catalog.actions}
+    for rule in rules.rules:
+        if rule.output != "action" or not rule.enabled:
+            continue
+        if rule.catalog_action is None:
+            raise JourneyflowError(
+                f"rule {rule.id} sends action {rule.action!r} outside the action catalog: "
+                f"name the catalog action it goes out as (catalog_action, one of "
+                f"{', '.join(sorted(known))}) so the contact policies apply to it, "
+                "or turn the catalog off (JOURNEYFLOW_ACTIONS=false)"
+            )
+        if rule.catalog_action not in known:
+            raise JourneyflowError(
+                f"rule {rule.id}: catalog_action {rule.catalog_action!r} is not in catalog "
+                f"{catalog.version} (actions: {', '.join(sorted(known))})"
+            )
+
+
 def core_config(settings: Settings, scorer: Scorer | None = None) -> CoreConfig:
     stages = load_stage_model(settings.stage_model)
     scoring = load_scoring(settings.scoring_file)
     catalog = load_catalog(settings.catalog_file, stages, scoring) if settings.actions else None
+    rules = load_rules(settings.rules_file)
+    check_rule_actions(rules, catalog)
     return CoreConfig(
         stage_model=stages,
-        rules=load_rules(settings.rules_file),
+        rules=rules,
         scoring=scoring,
         limits=JourneyLimits(
             recent_event_ids=settings.dedupe_window, identifiers=settings.max_identifiers

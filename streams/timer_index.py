@@ -138,7 +138,7 @@ class TimerIndex:
                 result = tick(state, moved.clock_ms, self.core)
                 # (a stage decay alone is written with the customer's next event:
                 # replay-equals-live tests pin that)
-                if result.outputs or result.examples:
+                if result.outputs or result.examples or result.left_out:
                     emit(result)
                     self.journeys.set_journey(customer_id, result.state)
             self.timers.pop(key, None)

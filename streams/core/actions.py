@@ -105,6 +105,9 @@ class CatalogAction(BaseModel):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
     enabled: bool = True
+    #: Chosen by arbitration at decision points; false: sent only by the
+    #: rules that name it (``catalog_action``), e.g. a reminder with its own timing.
+    arbitrated: bool = True
     channel: DeliveryChannel
     #: Whose propensity weighs this action: ``convert`` (will buy) or
     #: ``churn`` (is leaving; only customers who have bought have one).
@@ -465,7 +468,7 @@ def choose(
     left_out: Counter[str] = Counter()
     candidates: list[tuple[CatalogAction, Delivery, int, Propensity, tuple[float, float]]] = []
     for action in catalog.actions:
-        if not action.enabled:
+        if not action.enabled or not action.arbitrated:
             continue
         why = ineligible(state, action, event, tags)
         delivery = None if why else delivery_for(state, action)
@@ -542,21 +545,97 @@ def choose(
         reasons=reasons,
         holdout=holdout,
     )
+    state = _contacted(state, out, action, start, expected, at_ms, catalog, limits)
+    return Choice(state, out, left_out)
+
+
+def _contacted(
+    state: JourneyState,
+    out: Action,
+    action: CatalogAction,
+    start: int,
+    score: float,
+    at_ms: int,
+    catalog: Catalog,
+    limits: JourneyLimits,
+) -> JourneyState:
+    """``out`` (sent or held out) enters the contact history."""
     contact = Contact(
         id=out.id,
         action=action.id,
         channel=action.channel,
-        segment=segment,
+        segment=out.segment or "none",
         at_ms=start,
-        expires_ms=expires,
+        expires_ms=start + int(action.ttl_hours * HOUR_MS),
         window_ms=int(action.response_window_hours * HOUR_MS),
-        score=expected,
-        status="holdout" if holdout else "sent",
+        score=score,
+        status="holdout" if out.holdout else "sent",
         status_ms=at_ms,
     )
     contacts = prune(state.contacts, at_ms, catalog.keep_ms)
     contacts = add_contact(contacts, contact, limits.contacts)
-    return Choice(state.model_copy(update={"contacts": contacts}), out, left_out)
+    return state.model_copy(update={"contacts": contacts})
+
+
+def send_as(
+    state: JourneyState,
+    out: Action,
+    action: CatalogAction,
+    timezone: str,
+    config: ActionsConfig,
+    limits: JourneyLimits,
+) -> tuple[JourneyState, Action | None, str | None]:
+    """A rule's action (``streams.core.rules``, ``catalog_action``) sent as
+    the catalog action ``action``: ``(state, action or None, why left out)``.
+
+    The rule decided *whether* and *when*; the catalog decides *how* and *if
+    it may*: the action's consent, an identifier its channel delivers to,
+    quiet hours and the contact policies at its delivery time, as for an
+    arbitrated action (the rule's stages and conditions stand in for
+    eligibility). Held-out customers get it logged, not sent. It enters the
+    contact history, so it counts against the caps and cooldowns of every
+    later action, and feedback on it updates the action's statistics."""
+    catalog = config.catalog
+    at_ms = int(out.decided_at.timestamp() * 1000)
+    delivery = delivery_for(state, action)
+    why: str | None = None
+    if not action.enabled:
+        why = "disabled"
+    elif not consented(state, action.consent):
+        why = "no_consent"
+    elif delivery is None:
+        why = "no_identifier"
+    quiet = None if action.quiet_hours == "exempt" else catalog.policies.quiet_hours
+    start, deferred = not_before(at_ms, timezone, quiet)
+    if why is None and deferred and action.quiet_hours == "drop":
+        why = "quiet_hours"
+    why = why or blocked_by(state, action, start, timezone, catalog.policies)
+    if why is not None:
+        return state, None, why
+    holdout = in_holdout(state.customer_id, catalog)
+    alpha, beta = action.prior
+    reasons = [out.reason, f"rule {out.rule_id}, sent as catalog action {action.id}"]
+    if holdout:
+        reasons.append("holdout: logged, not sent")
+    sent = out.model_copy(
+        update={
+            "action": action.id,
+            "channel": _TOUCHPOINT_CHANNEL[action.channel],
+            "params": {**action.params, **out.params},
+            "delivery": delivery,
+            "not_before": datetime.fromtimestamp(start / 1000, tz=UTC),
+            "expires_at": datetime.fromtimestamp(
+                (start + int(action.ttl_hours * HOUR_MS)) / 1000, tz=UTC
+            ),
+            "catalog_version": catalog.version,
+            "segment": state.stage or "none",
+            "choice_probability": 1.0,
+            "reasons": reasons,
+            "holdout": holdout,
+        }
+    )
+    score = alpha / (alpha + beta)
+    return _contacted(state, sent, action, start, score, at_ms, catalog, limits), sent, None
 
 
 @dataclass

@@ -10,10 +10,13 @@ customer (see ``streams.core.timers``).
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from models.labels import Example
-from streams.core.actions import choose
+from schemas.outputs import Action
+from streams.core.actions import DEFAULT_TIMEZONE, choose, send_as
 from streams.core.actions import on_clock as settle_clock
 from streams.core.decisions import DecisionConfig, label_clock, label_transaction, record_decision
 from streams.core.ingest import Admitted
@@ -113,11 +116,12 @@ def step(
     if quiet:
         return StepResult(new, outcome, examples=examples)
     before = {(p.rule_id, p.cause_event_id) for p in new.pending}
-    new, outputs = decide(config.rules, new, event, config.limits, t)
+    new, decided = decide(config.rules, new, event, config.limits, t)
     new = schedule_decay(new, config.stage_model, config.limits)
     scheduled = tuple(p.due_ms for p in new.pending if (p.rule_id, p.cause_event_id) not in before)
+    timezone = event.context.timezone or DEFAULT_TIMEZONE
+    new, outputs, left_out = police((*early, *decided), new, timezone, config)
     chosen: tuple[Output, ...] = ()
-    left_out: dict[str, int] = {}
     if config.decisions is not None and newest:
         new, due, decision = record_decision(
             new, event, t, stage_before, config.decisions, config.limits, config.scoring
@@ -134,10 +138,41 @@ def step(
                 config.scoring,
                 config.limits,
             )
-            new, left_out = choice.state, dict(choice.left_out)
+            new = choice.state
+            for why, n in choice.left_out.items():
+                left_out[why] = left_out.get(why, 0) + n
             if choice.action is not None:
                 chosen = (choice.action,)
-    return StepResult(new, outcome, (*early, *outputs, *chosen), scheduled, examples, left_out)
+    return StepResult(new, outcome, (*outputs, *chosen), scheduled, examples, left_out)
+
+
+def police(
+    outputs: Sequence[Output], state: JourneyState, timezone: str, config: CoreConfig
+) -> tuple[JourneyState, tuple[Output, ...], dict[str, int]]:
+    """Rule actions that name a catalog action go out as that action, under
+    the contact policies (``streams.core.actions.send_as``), when the engine
+    has a catalog; the others and every alert and trigger pass as they are.
+    Returns the state with the contacts made, the outputs, and what was left
+    out by reason."""
+    actions = config.decisions.actions if config.decisions is not None else None
+    if actions is None or not any(isinstance(o, Action) for o in outputs):
+        return state, tuple(outputs), {}
+    kept: list[Output] = []
+    left_out: Counter[str] = Counter()
+    for output in outputs:
+        rule = config.rules.rule(output.rule_id) if isinstance(output, Action) else None
+        target = None
+        if rule is not None and rule.catalog_action is not None:
+            target = actions.catalog.action(rule.catalog_action)
+        if not isinstance(output, Action) or target is None:
+            kept.append(output)
+            continue
+        state, sent, why = send_as(state, output, target, timezone, actions, config.limits)
+        if sent is not None:
+            kept.append(sent)
+        else:
+            left_out[why or "none"] += 1
+    return state, tuple(kept), dict(left_out)
 
 
 @dataclass(frozen=True)
@@ -145,16 +180,22 @@ class TickResult:
     state: JourneyState
     outputs: tuple[Output, ...] = ()
     examples: tuple[Example, ...] = ()
+    #: Rule actions the contact policies left out, by reason (see :func:`police`).
+    left_out: dict[str, int] = field(default_factory=dict)
 
 
 def tick(state: JourneyState, now_ms: int, config: CoreConfig | None = None) -> TickResult:
     """Event time reached ``now_ms`` for this customer's partition: emit what
     is due, and label the decisions whose horizon it passed."""
-    new, outputs = fire_due(state, now_ms)
+    new, due = fire_due(state, now_ms)
+    outputs: tuple[Output, ...] = tuple(due)
     examples: tuple[Example, ...] = ()
+    left_out: dict[str, int] = {}
     if config is not None and config.decisions is not None:
+        # no event, no time zone of its own: the catalog's default
+        new, outputs, left_out = police(outputs, new, DEFAULT_TIMEZONE, config)
         new, examples = label_clock(new, now_ms, config.decisions, config.limits)
         if config.decisions.actions is not None:
             settled = settle_clock(new, now_ms)
             new, examples = settled.state, (*examples, *settled.examples)
-    return TickResult(new, tuple(outputs), examples)
+    return TickResult(new, outputs, examples, left_out)

@@ -69,6 +69,12 @@ class Rule(BaseModel):
     channel: Channel | None = None
     priority: int = 0
     params: dict[str, Any] = Field(default_factory=dict)
+    #: With an action catalog (``streams.core.actions``), the action goes out
+    #: as this catalog action: its channel, delivery identifier, consent,
+    #: quiet hours and cooldown, the contact policies and the holdout apply,
+    #: and ``params`` add to the catalog action's. Required of action rules
+    #: when a catalog is in use (``streams.config``): no action goes out uncapped.
+    catalog_action: str | None = None
     # alert
     alert_type: str | None = None
     severity: Severity = "warning"
@@ -84,6 +90,8 @@ class Rule(BaseModel):
             raise ValueError(f"a rule with output {self.output!r} needs {needed[self.output]!r}")
         if self.cancel_on and self.delay_seconds is None:
             raise ValueError("cancel_on only applies to a rule with delay_seconds")
+        if self.catalog_action is not None and self.output != "action":
+            raise ValueError("catalog_action only applies to a rule with output 'action'")
         return self
 
 
@@ -107,6 +115,9 @@ class RuleSet(BaseModel):
 
     def for_event_type(self, event_type: str) -> list[Rule]:
         return [r for r in self.rules if r.enabled and event_type in r.on]
+
+    def rule(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)
 
 
 def parse_rules(data: Any) -> RuleSet:

@@ -311,7 +311,7 @@ def test_kill_9_loses_and_doubles_nothing(kafka_bootstrap: str, tmp_path: Path) 
     contacts_a = contact_histories(calm)
     assert contacts_a and contact_histories(crashed) == contacts_a
     assert all(replay_decisions.get(i) == features for i, features in open_a.items())
-    assert sum(1 for o in outputs_a.values() if o.get("action") == "remind_coupon") > 0
+    assert sum(1 for o in outputs_a.values() if o.get("rule_id") == "live_coupon_reminder") > 0
     # catalog actions (and the holdout's would-be ones) are guarded the same way
     assert any(o.get("catalog_version") and not o["holdout"] for o in outputs_a.values())
     assert journeys_a.keys() == journeys_b.keys()

@@ -45,7 +45,7 @@ def touch(event_id: str, event_type: str, viewer: str, at: datetime, **props) ->
 
 def reminders(ns: Namespace) -> list[dict]:
     actions = [orjson.loads(r.value) for r in read_topic(ns.bootstrap, ns.topic("actions"))]
-    return [a for a in actions if a["action"] == "remind_coupon"]
+    return [a for a in actions if a["rule_id"] == "live_coupon_reminder"]
 
 
 def partition_clocks(url: str) -> dict[int, float]:

@@ -120,8 +120,14 @@ def test_events_become_journeys_and_outputs(running) -> None:
     actions = eventually(lambda: outputs(ns, "actions"), what="an action")
     assert len(actions) == 1
     action = actions[0]
-    assert action["action"] == "send_coupon"
-    assert action["params"] == {"coupon_id": "CP-618-BEAUTY-30", "live_room_id": "room-618-beauty"}
+    # the price-question rule's coupon, sent as the catalog's pop-up (contact policies apply)
+    assert action["action"] == "live_viewer_coupon" and action["catalog_version"]
+    assert action["params"] == {
+        "coupon_id": "CP-618-BEAUTY-30",
+        "live_room_id": "room-618-beauty",
+        "template_id": "popup_coupon_v2",
+    }
+    assert action["delivery"]["identifier"] == "douyin:88231"
     assert action["cause_event_id"] == "s2"
     assert action["customer_id"] == "live_viewer_id:douyin:88231"
     assert action["id"] == output_id("live_price_question_coupon", action["customer_id"], "s2")

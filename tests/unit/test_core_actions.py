@@ -136,6 +136,7 @@ def test_the_shipped_catalog_loads_and_covers_the_journey() -> None:
     ids = {a.id for a in config.decisions.actions.catalog.actions}
     assert ids == {
         "live_viewer_coupon",
+        "coupon_reminder",
         "store_invitation",
         "win_back_coupon",
         "member_upgrade",
@@ -503,3 +504,110 @@ def test_actions_need_decisions_and_can_be_turned_off() -> None:
     assert j.last is not None
     assert not [o for o in j.last.outputs if isinstance(o, Action) and o.catalog_version]
     assert j.state is not None and j.state.contacts == ()
+
+
+# --- rule actions under the contact policies -------------------------------------------
+
+ROOM = {"live_room_id": "room-618-beauty"}
+
+
+def test_a_rule_s_coupon_goes_out_as_its_catalog_action_and_enters_the_contact_history() -> None:
+    j = Journey()
+    [coupon] = [
+        o for o in j.send("live.comment", text="多少钱", context=ROOM) if isinstance(o, Action)
+    ]
+    assert (coupon.rule_id, coupon.action) == ("live_price_question_coupon", "live_viewer_coupon")
+    assert coupon.delivery is not None and coupon.delivery.identifier == VIEWER["live_viewer_id"]
+    assert coupon.not_before == T0 and coupon.expires_at == T0 + timedelta(minutes=15)
+    assert "rule live_price_question_coupon" in coupon.reasons[1]
+    assert j.state is not None
+    [contact] = j.state.contacts
+    assert (contact.id, contact.action, contact.status) == (coupon.id, "live_viewer_coupon", "sent")
+    # ... so arbitration does not send the same pop-up again within its cooldown
+    j.send("live.product_click", at=T0 + timedelta(minutes=2), context=ROOM)
+    assert j.last is not None and not [o for o in j.last.outputs if isinstance(o, Action)]
+
+
+def test_a_rule_s_reminder_in_quiet_hours_follows_its_catalog_action(tmp_path: Any) -> None:
+    """The shipped reminder is a live-room pop-up (shows run late: exempt);
+    a brand whose catalog drops it in quiet hours gets none, and is told why."""
+    late = T0 + timedelta(minutes=45)  # 20:45 in Shanghai: due at 21:15, in the quiet hours
+
+    def remind(config: Any) -> Journey:
+        j = Journey(config=config)
+        j.send("live.coupon_claim", at=late, coupon_id="CP-1", context=ROOM)
+        j.send("page.view", at=late + timedelta(minutes=31))
+        return j
+
+    shipped = remind(shipped_config())
+    assert shipped.last is not None
+    [reminder] = [o for o in shipped.last.outputs if isinstance(o, Action)]
+    assert reminder.action == "coupon_reminder" and reminder.not_before == late + timedelta(
+        minutes=30
+    )
+    data = shipped_catalog()
+    next(a for a in data["actions"] if a["id"] == "coupon_reminder")["quiet_hours"] = "drop"
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(data))
+    j = remind(oneid_config(Settings(stage_model="aipl", catalog_file=path)).core)
+    assert j.last is not None and not [o for o in j.last.outputs if isinstance(o, Action)]
+    assert j.last.left_out == {"quiet_hours": 1}
+    assert j.state is not None and j.state.pending == ()  # dropped, not kept for later
+
+
+def test_a_rule_s_reminder_at_a_tick_obeys_the_caps_of_the_day() -> None:
+    """The partition clock fires the reminder (``engine.tick``) after the day's
+    live pop-ups are used up: it is left out, and said why."""
+    from streams.core.engine import tick
+
+    j = Journey()
+    config = j.config
+    j.send("live.coupon_claim", coupon_id="CP-1", context=ROOM)
+    assert j.state is not None
+    popups = tuple(
+        Contact(f"c{n}", "other_popup", "live_popup", "interest", epoch_ms(T0) + n, 0, 0, 0.1)
+        for n in range(3)
+    )
+    busy = j.state.model_copy(update={"contacts": popups})
+    result = tick(busy, epoch_ms(T0 + timedelta(minutes=30)), config)
+    assert result.outputs == () and result.left_out == {"channel_day_cap": 1}
+    free = tick(j.state, epoch_ms(T0 + timedelta(minutes=30)), config)
+    [reminder] = free.outputs
+    assert isinstance(reminder, Action) and reminder.action == "coupon_reminder"
+    assert reminder.params["coupon_id"] == "CP-1"
+
+
+def test_a_held_out_customer_s_rule_action_is_logged_not_sent() -> None:
+    config = shipped_config()
+    assert config.decisions is not None and config.decisions.actions is not None
+    cat = config.decisions.actions.catalog
+    viewer = next(
+        f"douyin:{n}" for n in range(10_000) if in_holdout(f"live_viewer_id:douyin:{n}", cat)
+    )
+    j = Journey()
+    outputs = j.send(
+        "live.comment", text="多少钱", context=ROOM, identities={"live_viewer_id": viewer}
+    )
+    [coupon] = [o for o in outputs if isinstance(o, Action)]
+    assert coupon.holdout and "holdout" in coupon.reasons[-1]
+    assert j.state is not None and j.state.contacts[-1].status == "holdout"
+
+
+def test_an_action_rule_outside_the_catalog_is_refused_at_start(tmp_path: Any) -> None:
+    from streams.errors import JourneyflowError
+
+    text = resources.files("streams.core").joinpath("rules/default.json").read_text()
+    rules = json.loads(text)
+    del rules["rules"][0]["catalog_action"]
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(rules))
+    with pytest.raises(JourneyflowError, match="live_price_question_coupon sends action"):
+        oneid_config(Settings(rules_file=path))
+    rules["rules"][0]["catalog_action"] = "no_such_action"
+    path.write_text(json.dumps(rules))
+    with pytest.raises(JourneyflowError, match="'no_such_action' is not in catalog"):
+        oneid_config(Settings(rules_file=path))
+    # without a catalog, rules go out as they are
+    off = oneid_config(Settings(rules_file=path, actions=False)).core
+    outputs = Journey(config=off).send("live.comment", text="多少钱", context=ROOM)
+    assert [o.action for o in outputs if isinstance(o, Action)] == ["send_coupon"]

@@ -42,9 +42,17 @@ def test_a_price_question_gets_the_rooms_coupon_and_a_host_cue(text: str) -> Non
     outputs = _ask_price(Journey(), text=text)
 
     [action] = _of(outputs, Action)
-    assert action.action == "send_coupon"
+    # the rule's send_coupon goes out as the catalog's pop-up, under its policies
+    assert action.rule_id == "live_price_question_coupon"
+    assert action.action == "live_viewer_coupon"
     assert action.channel == "livestream"
-    assert action.params == {"coupon_id": "CP-618-BEAUTY-30", "live_room_id": ROOM}
+    assert action.params == {
+        "coupon_id": "CP-618-BEAUTY-30",
+        "live_room_id": ROOM,
+        "template_id": "popup_coupon_v2",
+    }
+    assert action.delivery is not None and action.delivery.identifier_type == "live_viewer_id"
+    assert action.catalog_version and action.choice_probability == 1.0
     [cue] = _of(outputs, LiveTrigger)
     assert cue.trigger_type == "price_question"
     assert cue.live_room_id == ROOM
@@ -74,14 +82,18 @@ def test_a_second_price_question_in_the_same_room_is_quiet() -> None:
     assert _ask_price(j, text="多少钱啊") == []
 
 
-def test_a_price_question_in_another_room_fires_again() -> None:
+def test_a_price_question_in_another_room_fires_again_once_the_cooldown_is_over() -> None:
     j = Journey()
-    _ask_price(j, room=ROOM)
+    _ask_price(j, room=ROOM, at=T0)
 
-    outputs = _ask_price(j, room="room-double11-skincare")
+    # the same evening: the host is cued, the coupon waits out the action's cooldown
+    evening = _ask_price(j, room="room-double11-skincare", at=T0 + timedelta(minutes=20))
+    assert _of(evening, Action) == [] and len(_of(evening, LiveTrigger)) == 1
+    assert j.last is not None and j.last.left_out.get("cooldown") == 1
 
+    outputs = _ask_price(j, room="room-other", at=T0 + DAY)
     [action] = _of(outputs, Action)
-    assert action.params["coupon_id"] == "CP-1111-SKIN-50"
+    assert action.params["coupon_id"] == "CP-LIVE-DEFAULT"
     assert len(_of(outputs, LiveTrigger)) == 1
 
 
@@ -254,7 +266,8 @@ def _every_rule_fires() -> list[tuple[Any, Output]]:
     fired: list[tuple[Any, Output]] = []
 
     def send(event_type: str, **kw: Any) -> None:
-        admitted = make_admitted(event_type, identities={"member_id": MEMBER_ID}, **kw)
+        # a viewer id: the coupon pop-up needs one to be delivered to
+        admitted = make_admitted(event_type, identities={"live_viewer_id": "douyin:7"}, **kw)
         fired.extend((admitted.event, out) for out in j.apply(admitted))
 
     send("live.comment", text="how much?", context={"live_room_id": ROOM}, at=T0)

@@ -21,7 +21,7 @@ def claim(j: Journey, at=T0, coupon: str = "CP-1", event_id: str = "claim-1"):
 
 
 def reminders(outputs) -> list:
-    return [o for o in outputs if getattr(o, "action", None) == "remind_coupon"]
+    return [o for o in outputs if getattr(o, "rule_id", None) == "live_coupon_reminder"]
 
 
 def test_a_claim_schedules_a_reminder_but_emits_nothing_at_claim_time() -> None:

@@ -67,6 +67,7 @@ def step(
     config: CoreConfig,
     position: str | None = None,
     quiet: bool = False,
+    entered: bool = False,
 ) -> StepResult:
     """Apply one admitted event to a customer's journey and decide what to emit.
 
@@ -76,7 +77,9 @@ def step(
     is where the journey read the record (``partition:offset`` of its own
     input), the input record's position when not given. ``quiet`` (a late
     event, or history being imported) updates the journey and its stage but
-    decides nothing: no outputs, nothing scheduled.
+    decides nothing: no outputs, nothing scheduled. ``entered``: the record
+    entered One-ID at this customer's own identifier (its touchpoints offset
+    is kept with the journey, ``JourneyState.admitted``).
     """
     event = admitted.event
     t = admitted.occurred_ms
@@ -105,6 +108,7 @@ def step(
         admitted.source,
         position,
         config.scoring,
+        entered,
     )
     if new is None or outcome != "processed":
         return StepResult(new, outcome)

@@ -427,14 +427,17 @@ def apply_event(
     source: str = "",
     position: str | None = None,
     scoring: Scoring | None = None,
+    entered: bool = False,
 ) -> tuple[JourneyState | None, Outcome]:
     """Fold one event into the journey (no stage, no decisions: see :func:`advance_stage`).
 
     ``source`` names the input record (``partition:offset``) and ``position``
     the record this journey read it from (the source when not given), so a
-    redelivery of the same record changes nothing. Returns ``(None,
-    "erased")`` for ``privacy.erase``: the journey is forgotten. Identifiers
-    join a journey through One-ID linking (``streams.core.oneid``), not here.
+    redelivery of the same record changes nothing; ``entered``: the record
+    entered One-ID at this customer's own identifier, and ``admitted`` keeps
+    its offset. Returns ``(None, "erased")`` for ``privacy.erase``: the
+    journey is forgotten. Identifiers join a journey through One-ID linking
+    (``streams.core.oneid``), not here.
     """
     if state is None:
         state = new_state(customer_id)
@@ -456,6 +459,8 @@ def apply_event(
             else state.recent,
             "source_offsets": advance_position(state.source_offsets, position),
         }
+        if entered:
+            update_dup["admitted"] = advance_position(state.admitted, source)
         return state.model_copy(update=update_dup), repeat
     if event.event_type == "privacy.erase":
         return None, "erased"
@@ -472,6 +477,8 @@ def apply_event(
         "recent": _newest((*state.recent, (t, event.event_id, source)), limits.recent_event_ids),
         "source_offsets": advance_position(state.source_offsets, position),
     }
+    if entered:
+        update["admitted"] = advance_position(state.admitted, source)
     if scoring is not None:
         update.update(_score(state, event, key, t, scoring))
     ctx = event.context

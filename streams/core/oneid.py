@@ -509,7 +509,7 @@ def _route(key: str, msg: Route, fx: Effects, config: _Context, position: str) -
         return
     _anchor(key, msg, fx, config, position)
     if source is not None and fx.outcome != "erased":
-        _note_admitted(key, fx, *source)
+        _note_admitted(fx, *source)
 
 
 def _admitted_before(fx: Effects, partition: str, offset: int) -> bool:
@@ -533,13 +533,13 @@ def _admitted_before(fx: Effects, partition: str, offset: int) -> bool:
     return offset <= seen
 
 
-def _note_admitted(key: str, fx: Effects, partition: str, offset: int) -> None:
-    if fx.journey is not None and fx.journey_changed and root_of(key, fx.alias) == key:
-        admitted = {**fx.journey.admitted, partition: offset}
-        fx.set_journey(fx.journey.model_copy(update={"admitted": admitted}))
-    else:
-        alias = fx.alias or Alias()
-        fx.set_alias(alias.model_copy(update={"admitted": {**alias.admitted, partition: offset}}))
+def _note_admitted(fx: Effects, partition: str, offset: int) -> None:
+    """Keep the offset with the alias, unless the journey applied the record
+    here and keeps it (``step(entered=True)``)."""
+    if fx.journey is not None and fx.journey.admitted.get(partition, -1) >= offset:
+        return
+    alias = fx.alias or Alias()
+    fx.set_alias(alias.model_copy(update={"admitted": {**alias.admitted, partition: offset}}))
 
 
 def _anchor(key: str, msg: Route, fx: Effects, config: _Context, position: str) -> None:
@@ -559,12 +559,14 @@ def _anchor(key: str, msg: Route, fx: Effects, config: _Context, position: str) 
     root = root_of(key, fx.alias)
     forward = Apply(event, msg.source, key, tuple(others), msg.quiet)
     if root == key:
-        _apply(key, forward, fx, config, position)
+        _apply(key, forward, fx, config, position, entered=not msg.tried)
     else:
         fx.sends.append((root, forward))
 
 
-def _apply(key: str, msg: Apply, fx: Effects, config: _Context, position: str) -> None:
+def _apply(
+    key: str, msg: Apply, fx: Effects, config: _Context, position: str, entered: bool = False
+) -> None:
     root = root_of(key, fx.alias)
     if root != key:
         fx.sends.append((root, msg))
@@ -578,7 +580,7 @@ def _apply(key: str, msg: Apply, fx: Effects, config: _Context, position: str) -
     fx.late = late_by > config.config.late_after_ms
     admitted = Admitted(event, key, at_ms, msg.source)
     quiet = msg.quiet or fx.late
-    result = step(fx.journey, admitted, config.core, position or None, quiet)
+    result = step(fx.journey, admitted, config.core, position or None, quiet, entered)
     fx.outcome = result.outcome
     fx.outputs.extend(result.outputs)
     fx.scheduled.extend(result.scheduled)

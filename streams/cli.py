@@ -541,17 +541,46 @@ def evaluate(
 # ------------------------------------------------------------------------- up
 
 
+#: What ``journeyflow up`` sets for its worker (unless the environment sets
+#: it) so the models learn while you watch: a decision is labelled by a
+#: purchase within 10 minutes of event time instead of 72 hours (churn: 1
+#: hour instead of 14 days), and a model is used once it has 100 labelled
+#: examples. ``--real-horizons`` keeps the production defaults.
+DEMO_LEARNING = {
+    "JOURNEYFLOW_CONVERT_HORIZON_HOURS": str(10 / 60),
+    "JOURNEYFLOW_CHURN_HORIZON_DAYS": str(1 / 24),
+    "JOURNEYFLOW_MODEL_MIN_EXAMPLES": "100",
+    "JOURNEYFLOW_SNAPSHOT_EVERY_EXAMPLES": "100",
+    "JOURNEYFLOW_DECISION_SPACING_MINUTES": "10",
+}
+
+
+def demo_learning_env(environ: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``environ`` with :data:`DEMO_LEARNING`'s settings where it has none, and
+    the names of those it added."""
+    added = [name for name in DEMO_LEARNING if name not in environ]
+    return {**environ, **{name: DEMO_LEARNING[name] for name in added}}, added
+
+
 @main.command()
 @click.option("--rate", type=float, default=20.0, show_default=True, help="Simulated events/s.")
 @click.option("--kafka-port", type=int, default=9092, show_default=True)
 @click.option("--web-port", type=int, help="Worker HTTP port (default 6066).")
+@click.option(
+    "--real-horizons",
+    is_flag=True,
+    help="Label decisions over the production horizons (72 h, 14 days) instead of "
+    "minutes: the models then mature only after days of event time.",
+)
 @fails_cleanly
-def up(rate: float, kafka_port: int, web_port: int | None) -> None:
+def up(rate: float, kafka_port: int, web_port: int | None, real_horizons: bool) -> None:
     """The main job: broker (unless configured), worker, simulated traffic, live output.
 
     Prints actions, alerts, live triggers and One-ID merges as they happen
     until Ctrl-C, then stops everything it started (also on SIGTERM or
-    SIGHUP: a service manager, ``timeout`` or a closed terminal).
+    SIGHUP: a service manager, ``timeout`` or a closed terminal). The models
+    learn within minutes (short label horizons, see ``DEMO_LEARNING``) unless
+    ``--real-horizons``: watch ``journeyflow models`` in another terminal.
     """
     from streams import broker
 
@@ -568,6 +597,9 @@ def up(rate: float, kafka_port: int, web_port: int | None) -> None:
         settings = load_settings(web_port=web_port, kafka_bootstrap=bootstrap)
     env = {**os.environ, "JOURNEYFLOW_KAFKA_BOOTSTRAP": settings.bootstrap}
     env["JOURNEYFLOW_WEB_PORT"] = str(settings.web_port)
+    demo: list[str] = []
+    if not real_horizons:
+        env, demo = demo_learning_env(env)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.data_dir / "worker.log"
     worker_proc: subprocess.Popen[bytes] | None = None
@@ -591,6 +623,14 @@ def up(rate: float, kafka_port: int, web_port: int | None) -> None:
             "Ctrl-C stops everything.",
             err=True,
         )
+        if demo:
+            click.echo(
+                "models learn within minutes here: decisions are labelled over short horizons "
+                f"({', '.join(f'{n}={env[n]}' for n in demo)}; --real-horizons for 72 h). "
+                "Actions name their model (convert:N) once it is ready; until then the lead "
+                "score stands in. Watch: journeyflow models",
+                err=True,
+            )
         asyncio.run(_watch(settings, rate, worker_proc))
     except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, or the reader of a pipe is gone
         pass
@@ -680,6 +720,12 @@ def describe_output(out: dict[str, Any]) -> str:
     ...     "reason": "coupon pop-up; convert propensity 0.41 (model v7)"})
     '20:02:11 nba          live_viewer_coupon via live_popup, propensity 0.41 (convert:7), \
 chosen with p=0.81 | live_viewer_id:douyin:5 | coupon pop-up; convert propensity 0.41 (model v7)'
+    >>> describe_output({"kind": "action", "decided_at": "2026-11-24T12:02:11Z",
+    ...     "action": "live_viewer_coupon", "catalog_version": "1", "holdout": False,
+    ...     "delivery": {"channel": "live_popup"}, "rule_id": "live_price_question_coupon",
+    ...     "customer_id": "live_viewer_id:douyin:5", "reason": "asked about price"})
+    '20:02:11 nba          live_viewer_coupon via live_popup, by rule live_price_question_coupon \
+| live_viewer_id:douyin:5 | asked about price'
     """
     kind = out.get("kind", "?")
     when = _clock_time(str(out.get("decided_at", "")))
@@ -689,11 +735,14 @@ chosen with p=0.81 | live_viewer_id:douyin:5 | coupon pop-up; convert propensity
     if kind == "action" and out.get("catalog_version"):
         kind = "nba holdout" if out.get("holdout") else "nba"
         channel = (out.get("delivery") or {}).get("channel", "?")
-        what = (
-            f"{out['action']} via {channel}, propensity {out.get('propensity', 0):.2f} "
-            f"({out.get('model_version') or 'lead-score stand-in'}), "
-            f"chosen with p={out.get('choice_probability', 0):.2f}"
-        )
+        if out.get("propensity") is None:  # a rule's action, sent as a catalog action
+            what = f"{out['action']} via {channel}, by rule {out.get('rule_id')}"
+        else:
+            what = (
+                f"{out['action']} via {channel}, propensity {out['propensity']:.2f} "
+                f"({out.get('model_version') or 'lead-score stand-in'}), "
+                f"chosen with p={out.get('choice_probability', 0):.2f}"
+            )
     elif kind == "action":
         what = f"{out['action']} {out.get('params', {})}"
     elif kind == "alert":

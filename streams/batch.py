@@ -43,6 +43,7 @@ import orjson
 from models.labels import Example
 from schemas.codec import InvalidEvent, decode_feedback
 from schemas.outputs import Action, DeadLetter, Merge
+from streams.core.actions import Budget
 from streams.core.engine import TickResult
 from streams.core.errors import CoreError
 from streams.core.identity import normalise, parse_typed
@@ -81,6 +82,11 @@ IMPORT_HEADER = "jf-import"
 TABLES = ("aliases", "journeys", "timers", "decisions")
 
 Stream = Literal["touchpoints", "feedback", "keyed"]
+
+
+def budget_key(partition: int) -> bytes:
+    """``timers`` key of a partition's burst budget (``actions.Budget``)."""
+    return b"\x00budget:%d" % partition
 
 
 def applied_key(partition: int) -> bytes:
@@ -188,6 +194,8 @@ class PartitionView:
         self._dirty_aliases: set[str] = set()
         self._dirty_journeys: set[str] = set()
         self._dirty_timers: set[bytes] = set()
+        #: The partition's burst budget, read at its first use in the batch.
+        self.budget: Budget | None = None
 
     def _load(
         self, values: dict[str, T | None], table: str, decoded: Decoded[T], key: str
@@ -377,6 +385,8 @@ class BatchEngine:
         #: One due-time index per partition, pointed at each batch's view (it
         #: keeps the partition's decoded clock while its record is unchanged).
         self._indexes: dict[int, TimerIndex] = {}
+        actions = oneid.core.decisions.actions if oneid.core.decisions is not None else None
+        self.burst = actions.catalog.policies.burst if actions is not None else None
         self.decoded_aliases = Decoded(decode_alias, self.limits.decoded)
         self.decoded_journeys = Decoded(decode_state, self.limits.decoded)
         self.decoded_decisions = Decoded(decode_decisions, self.limits.decoded)
@@ -420,6 +430,9 @@ class BatchEngine:
                 last[record.partition] = record.offset
         for partition, offset in last.items():
             self._view(batch, partition)[applied_key(partition)] = b"%d" % (offset + 1)
+        for partition, view in batch.views.items():
+            if view.budget is not None and view.budget.changed:
+                view[budget_key(partition)] = view.budget.to_bytes()
 
     # --- stages ---------------------------------------------------------------
 
@@ -474,7 +487,16 @@ class BatchEngine:
                 view, view, self.timer_width_ms, self.oneid.core
             )
         index.timers = index.journeys = view
+        index.budget = self._budget(view)
         return index
+
+    def _budget(self, view: PartitionView) -> Budget | None:
+        """The partition's burst budget (None: the catalog sets none)."""
+        if self.burst is None:
+            return None
+        if view.budget is None:
+            view.budget = Budget.from_bytes(view.get(budget_key(view.partition)), self.burst)
+        return view.budget
 
     def _keyed(self, batch: Batch, record: Record) -> None:
         """One record of the internal topic: a One-ID message against its
@@ -503,6 +525,7 @@ class BatchEngine:
             self.oneid,
             f"{partition}:{record.offset}",
             None if clock is None else clock.clock_ms,
+            index.budget,
         )
         for letter in fx.dead_letters:
             self._dead_letter(batch, letter)

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import orjson
 
+from streams.core.actions import Budget
 from streams.core.engine import CoreConfig, TickResult, tick
 from streams.core.journey import JourneyState, decode_state, encode_state
 from streams.core.timers import PartitionClock
@@ -81,6 +82,8 @@ class TimerIndex:
         #: bucket holding items and is read after every event, so it is parsed
         #: only when it changed (the table stays the truth, e.g. after a rebalance).
         self._decoded: dict[int, tuple[bytes, PartitionClock]] = {}
+        #: The partition's burst budget for the actions ticks send (set per batch).
+        self.budget: Budget | None = None
 
     def clock(self, partition: int) -> PartitionClock | None:
         raw = self.timers.get(clock_key(partition))
@@ -135,7 +138,7 @@ class TimerIndex:
                 state = self.journeys.journey(customer_id)
                 if state is None:
                     continue
-                result = tick(state, moved.clock_ms, self.core)
+                result = tick(state, moved.clock_ms, self.core, self.budget)
                 # (a stage decay alone is written with the customer's next event:
                 # replay-equals-live tests pin that)
                 if result.outputs or result.examples or result.left_out:

@@ -53,6 +53,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from models.bandit import ResponseModel, arm_key, thompson
@@ -164,6 +165,60 @@ class QuietHours(BaseModel):
         return at >= self.start or at < self.end
 
 
+class BurstBudget(BaseModel):
+    """At most ``per_minute`` actions per minute of event time on one partition
+    of the journeys (a token bucket holding up to ``burst``), whoever they are
+    for: a spike (a flash sale, a viral room) cannot turn into a flood of sends."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    per_minute: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class Budget:
+    """One partition's :class:`BurstBudget` bucket: tokens, and the event time
+    they were counted at. Mutable: the batch protocol keeps one per partition
+    for a batch and writes it with the batch (``streams.batch``); records of a
+    partition are applied in offset order, so replay spends it the same way."""
+
+    __slots__ = ("at_ms", "changed", "tokens")
+
+    def __init__(self, tokens: float, at_ms: int | None) -> None:
+        self.tokens = tokens
+        self.at_ms = at_ms
+        self.changed = False
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None, policy: BurstBudget) -> Budget:
+        if not raw:
+            return cls(float(policy.burst), None)
+        tokens, at_ms = orjson.loads(raw)
+        return cls(min(float(tokens), float(policy.burst)), int(at_ms))
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps([round(self.tokens, 6), self.at_ms])
+
+    def take(self, at_ms: int, policy: BurstBudget) -> bool:
+        """Spend one send at event time ``at_ms``, if the bucket holds one.
+
+        >>> b, p = Budget(1.0, 0), BurstBudget(per_minute=2, burst=3)
+        >>> b.take(0, p), b.take(0, p), b.take(30_000, p), b.take(30_000, p)
+        (True, False, True, False)
+        """
+        if self.at_ms is None or at_ms > self.at_ms:
+            elapsed = 0 if self.at_ms is None else at_ms - self.at_ms
+            self.tokens = min(
+                float(policy.burst), self.tokens + elapsed * policy.per_minute / 60_000
+            )
+            self.at_ms = at_ms
+        self.changed = True
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class Policies(BaseModel):
     """Contact policies: every action the catalog sends obeys all of them."""
 
@@ -183,6 +238,8 @@ class Policies(BaseModel):
     after_purchase_hours: float = Field(default=24, ge=0)
     #: An action ignored this many times in a row is not sent again (until a response).
     ignored_limit: int = Field(default=3, ge=1)
+    #: Per partition of the journeys; None: no budget.
+    burst: BurstBudget | None = None
 
     def day_cap(self, channel: DeliveryChannel) -> int:
         return self.per_channel_day.get(channel, self.default_per_channel_day)
@@ -456,9 +513,11 @@ def choose(
     scorer: ActionScorer,
     scoring: Scoring,
     limits: JourneyLimits,
+    budget: Budget | None = None,
 ) -> Choice:
     """The action for this decision, if any action is worth sending (see the
-    module docstring); the chosen one enters the contact history."""
+    module docstring); the chosen one enters the contact history. ``budget``:
+    the partition's burst budget (the chosen action is left out when it is spent)."""
     catalog = config.catalog
     at_ms = decision.at_ms
     timezone = event.context.timezone or DEFAULT_TIMEZONE
@@ -504,6 +563,9 @@ def choose(
         left_out["not_worth_it"] += len(candidates)
         return Choice(state, None, left_out)
     action, delivery, start, prop, (alpha, beta) = candidates[pick.index]
+    if not _within_budget(budget, at_ms, catalog.policies):
+        left_out["burst_budget"] += 1
+        return Choice(state, None, left_out)
     holdout = in_holdout(state.customer_id, catalog)
     expected = round(alpha / (alpha + beta), 6)
     responded, trials = responses.counts(action.id, segment)
@@ -549,6 +611,12 @@ def choose(
     return Choice(state, out, left_out)
 
 
+def _within_budget(budget: Budget | None, at_ms: int, policies: Policies) -> bool:
+    """Does the partition's burst budget allow one more send (and spend it)?
+    Held-out customers' would-be sends spend it too: both groups are treated alike."""
+    return budget is None or policies.burst is None or budget.take(at_ms, policies.burst)
+
+
 def _contacted(
     state: JourneyState,
     out: Action,
@@ -584,6 +652,7 @@ def send_as(
     timezone: str,
     config: ActionsConfig,
     limits: JourneyLimits,
+    budget: Budget | None = None,
 ) -> tuple[JourneyState, Action | None, str | None]:
     """A rule's action (``streams.core.rules``, ``catalog_action``) sent as
     the catalog action ``action``: ``(state, action or None, why left out)``.
@@ -610,6 +679,8 @@ def send_as(
     if why is None and deferred and action.quiet_hours == "drop":
         why = "quiet_hours"
     why = why or blocked_by(state, action, start, timezone, catalog.policies)
+    if why is None and not _within_budget(budget, at_ms, catalog.policies):
+        why = "burst_budget"
     if why is not None:
         return state, None, why
     holdout = in_holdout(state.customer_id, catalog)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from models.labels import Example
 from schemas.outputs import Action
-from streams.core.actions import DEFAULT_TIMEZONE, choose, send_as
+from streams.core.actions import DEFAULT_TIMEZONE, Budget, choose, send_as
 from streams.core.actions import on_clock as settle_clock
 from streams.core.decisions import DecisionConfig, label_clock, label_transaction, record_decision
 from streams.core.ingest import Admitted
@@ -68,6 +68,7 @@ def step(
     position: str | None = None,
     quiet: bool = False,
     entered: bool = False,
+    budget: Budget | None = None,
 ) -> StepResult:
     """Apply one admitted event to a customer's journey and decide what to emit.
 
@@ -79,7 +80,8 @@ def step(
     event, or history being imported) updates the journey and its stage but
     decides nothing: no outputs, nothing scheduled. ``entered``: the record
     entered One-ID at this customer's own identifier (its touchpoints offset
-    is kept with the journey, ``JourneyState.admitted``).
+    is kept with the journey, ``JourneyState.admitted``). ``budget``: the
+    partition's burst budget for the actions sent (``actions.Budget``).
     """
     event = admitted.event
     t = admitted.occurred_ms
@@ -124,7 +126,7 @@ def step(
     new = schedule_decay(new, config.stage_model, config.limits)
     scheduled = tuple(p.due_ms for p in new.pending if (p.rule_id, p.cause_event_id) not in before)
     timezone = event.context.timezone or DEFAULT_TIMEZONE
-    new, outputs, left_out = police((*early, *decided), new, timezone, config)
+    new, outputs, left_out = police((*early, *decided), new, timezone, config, budget)
     chosen: tuple[Output, ...] = ()
     if config.decisions is not None and newest:
         new, due, decision = record_decision(
@@ -141,6 +143,7 @@ def step(
                 config.decisions.scorer,
                 config.scoring,
                 config.limits,
+                budget,
             )
             new = choice.state
             for why, n in choice.left_out.items():
@@ -151,7 +154,11 @@ def step(
 
 
 def police(
-    outputs: Sequence[Output], state: JourneyState, timezone: str, config: CoreConfig
+    outputs: Sequence[Output],
+    state: JourneyState,
+    timezone: str,
+    config: CoreConfig,
+    budget: Budget | None = None,
 ) -> tuple[JourneyState, tuple[Output, ...], dict[str, int]]:
     """Rule actions that name a catalog action go out as that action, under
     the contact policies (``streams.core.actions.send_as``), when the engine
@@ -171,7 +178,7 @@ def police(
         if not isinstance(output, Action) or target is None:
             kept.append(output)
             continue
-        state, sent, why = send_as(state, output, target, timezone, actions, config.limits)
+        state, sent, why = send_as(state, output, target, timezone, actions, config.limits, budget)
         if sent is not None:
             kept.append(sent)
         else:
@@ -188,7 +195,12 @@ class TickResult:
     left_out: dict[str, int] = field(default_factory=dict)
 
 
-def tick(state: JourneyState, now_ms: int, config: CoreConfig | None = None) -> TickResult:
+def tick(
+    state: JourneyState,
+    now_ms: int,
+    config: CoreConfig | None = None,
+    budget: Budget | None = None,
+) -> TickResult:
     """Event time reached ``now_ms`` for this customer's partition: emit what
     is due, and label the decisions whose horizon it passed."""
     new, due = fire_due(state, now_ms)
@@ -197,7 +209,7 @@ def tick(state: JourneyState, now_ms: int, config: CoreConfig | None = None) -> 
     left_out: dict[str, int] = {}
     if config is not None and config.decisions is not None:
         # no event, no time zone of its own: the catalog's default
-        new, outputs, left_out = police(outputs, new, DEFAULT_TIMEZONE, config)
+        new, outputs, left_out = police(outputs, new, DEFAULT_TIMEZONE, config, budget)
         new, examples = label_clock(new, now_ms, config.decisions, config.limits)
         if config.decisions.actions is not None:
             settled = settle_clock(new, now_ms)

@@ -108,7 +108,7 @@ from models.labels import Example
 from schemas.codec import encode, validate_touchpoint
 from schemas.events import TouchpointEvent
 from schemas.outputs import Alert, DeadLetter, Feedback, FieldError, Merge
-from streams.core.actions import on_feedback
+from streams.core.actions import Budget, on_feedback
 from streams.core.engine import CoreConfig, step
 from streams.core.identity import order_key, typed_identifiers
 from streams.core.ids import output_id
@@ -402,16 +402,18 @@ def handle(
     config: OneIdConfig,
     position: str = "",
     clock_ms: int | None = None,
+    budget: Budget | None = None,
 ) -> Effects:
     """Handle one message addressed to ``key`` whose records are ``alias`` and
     ``journey``. ``position`` is where it was read (``partition:offset``), so
     a redelivered record changes no journey twice; ``clock_ms`` is the
-    partition's event-time clock, against which an event is late. Messages
+    partition's event-time clock, against which an event is late; ``budget``
+    the partition's burst budget for actions (``actions.Budget``). Messages
     this produces for the same key are handled here too, in order."""
     fx = Effects(alias, journey)
     queue: list[Message] = [msg]
     first = True
-    ctx = _Context(config, clock_ms)
+    ctx = _Context(config, clock_ms, budget)
     while queue:
         current = queue.pop(0)
         sends_before = len(fx.sends)
@@ -433,6 +435,7 @@ def handle(
 class _Context:
     config: OneIdConfig
     clock_ms: int | None
+    budget: Budget | None = None
 
     @property
     def core(self) -> CoreConfig:
@@ -580,7 +583,9 @@ def _apply(
     fx.late = late_by > config.config.late_after_ms
     admitted = Admitted(event, key, at_ms, msg.source)
     quiet = msg.quiet or fx.late
-    result = step(fx.journey, admitted, config.core, position or None, quiet, entered)
+    result = step(
+        fx.journey, admitted, config.core, position or None, quiet, entered, config.budget
+    )
     fx.outcome = result.outcome
     fx.outputs.extend(result.outputs)
     fx.scheduled.extend(result.scheduled)

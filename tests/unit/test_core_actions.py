@@ -611,3 +611,75 @@ def test_an_action_rule_outside_the_catalog_is_refused_at_start(tmp_path: Any) -
     off = oneid_config(Settings(rules_file=path, actions=False)).core
     outputs = Journey(config=off).send("live.comment", text="多少钱", context=ROOM)
     assert [o.action for o in outputs if isinstance(o, Action)] == ["send_coupon"]
+
+
+# --- the per-partition burst budget ------------------------------------------------
+
+
+def burst_config(tmp_path: Any, per_minute: float, burst: int) -> Any:
+    data = shipped_catalog()
+    data["policies"]["burst"] = {"per_minute": per_minute, "burst": burst}
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(data))
+    return oneid_config(Settings(stage_model="aipl", catalog_file=path))
+
+
+def price_questions(viewers: int, start: int, at: datetime) -> list[Any]:
+    """One price question each from ``viewers`` viewers in a live room (each
+    gets the rule's coupon pop-up when the policies allow)."""
+    from streams.batch import Record
+
+    return [
+        Record(
+            "touchpoints",
+            "journeyflow.touchpoints",
+            0,
+            start + n,
+            None,
+            json.dumps(
+                {
+                    "event_id": f"q-{start + n}",
+                    "event_type": "live.comment",
+                    "channel": "livestream",
+                    "occurred_at": (at + timedelta(milliseconds=n)).isoformat(),
+                    "identities": {"live_viewer_id": f"douyin:{start + n}"},
+                    "context": ROOM,
+                    "properties": {"text": "多少钱"},
+                }
+            ).encode(),
+        )
+        for n in range(viewers)
+    ]
+
+
+def test_a_burst_budget_caps_the_sends_of_a_partition_in_event_time(tmp_path: Any) -> None:
+    """A spike of 60 price questions on one partition of journeys (one
+    partition: every key lands there) gets 10 pop-ups (the bucket), the rest
+    left out and counted; a minute of event time later the bucket has refilled
+    5 sends. The budget is written with the batch, so replay spends it alike."""
+    from streams.batch import BatchLimits, budget_key
+
+    def spike(limit: int) -> LocalRuntime:
+        rt = LocalRuntime(burst_config(tmp_path, 5, 10), 1, 60_000, limits=BatchLimits(limit))
+        asyncio.run(rt.admit(price_questions(60, 0, T0)))
+        asyncio.run(rt.run())
+        return rt
+
+    rt = spike(1000)
+    popups = [o for o in rt.outputs if isinstance(o, Action)]
+    assert len(popups) == 10 and rt.counts["nba_left_out_burst_budget"] == 50
+    assert budget_key(0) in rt.timers
+    asyncio.run(rt.admit(price_questions(20, 60, T0 + timedelta(minutes=1))))
+    asyncio.run(rt.run())
+    assert len([o for o in rt.outputs if isinstance(o, Action)]) == 15
+    # the same whatever the batch size: the budget goes with the partition's records
+    small = spike(7)
+    assert sorted(o.id for o in small.outputs) == sorted(o.id for o in spike(1000).outputs)
+
+
+def test_without_a_burst_budget_nothing_is_left_out_for_it(tmp_path: Any) -> None:
+    rt = LocalRuntime(oneid_config(Settings(stage_model="aipl")), 1, 60_000)
+    asyncio.run(rt.admit(price_questions(60, 0, T0)))
+    asyncio.run(rt.run())
+    assert len([o for o in rt.outputs if isinstance(o, Action)]) == 60
+    assert "nba_left_out_burst_budget" not in rt.counts

@@ -28,9 +28,20 @@ policy. So an action of customer ``c`` counts:
 
 After a crash an action may be published twice under its id: the first
 emission is the one that counts. Deliveries reported ``failed`` count
-against nothing. Not checked here: the suppression after ignored
-deliveries (it needs the feedback stream and the event-time clock that
-closes response windows).
+against nothing.
+
+The suppression after ignored deliveries is recomputed from the feedback
+stream (``journeyflow.feedback``): per action, in the order the journey
+learned each outcome (the first changelog record listing its feedback id),
+an ``ignored`` of a contact still awaiting a response adds one, an
+``unsubscribed`` reaches the limit at once, a response starts again from
+zero; an action sent while the count was at ``ignored_limit`` breaks the
+policy. A delivery whose response window closed without an answer is
+ignored too, but when is the engine's partition clock's to say: this check
+leaves those out, and so errs on the engine's side (it can miss a breach,
+never invent one). Feedback more than a week (event time) after its
+contact, which the engine's bounded contact history may have let go, and
+feedback on the holdout's logged contacts count for nothing.
 """
 
 from __future__ import annotations
@@ -45,7 +56,8 @@ from zoneinfo import ZoneInfo
 import orjson
 
 HOUR_MS = 3_600_000
-WEEK_MS = 7 * 24 * HOUR_MS
+DAY_MS = 24 * HOUR_MS
+WEEK_MS = 7 * DAY_MS
 
 
 def _ms(text: str) -> int:
@@ -68,8 +80,9 @@ class Sent:
 
 
 def sent_actions(payloads: Iterable[Mapping[str, Any]]) -> list[Sent]:
-    """The catalog actions among output payloads (rule actions and alerts are
-    left out), each id once with its first emission."""
+    """The catalog actions among output payloads (a rule's action sent as a
+    catalog action included; alerts, triggers and rule actions without a
+    catalog left out), each id once with its first emission."""
     first: dict[str, Sent] = {}
     for p in payloads:
         if p.get("kind") != "action" or not p.get("catalog_version") or not p.get("delivery"):
@@ -90,6 +103,36 @@ def sent_actions(payloads: Iterable[Mapping[str, Any]]) -> list[Sent]:
     return list(first.values())
 
 
+@dataclass(frozen=True)
+class Reported:
+    """One outcome marketing automation reported for an action (``journeyflow.feedback``)."""
+
+    feedback_id: str
+    action_id: str
+    outcome: str
+    at_ms: int
+
+
+#: Outcomes that are a response (they end a run of ignored deliveries).
+RESPONSES = frozenset({"opened", "clicked", "converted"})
+
+
+def reported_outcomes(payloads: Iterable[Any]) -> dict[str, list[Reported]]:
+    """Feedback payloads by the action id they name (unreadable ones skipped)."""
+    out: dict[str, list[Reported]] = {}
+    for p in payloads:
+        if not isinstance(p, Mapping):
+            continue
+        try:
+            item = Reported(
+                str(p["feedback_id"]), str(p["action_id"]), str(p["outcome"]), _ms(p["occurred_at"])
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+        out.setdefault(item.action_id, []).append(item)
+    return out
+
+
 @dataclass
 class Knowledge:
     """When each customer's journey first held what, from its changelog records."""
@@ -98,6 +141,8 @@ class Knowledge:
     absorbed: dict[str, dict[str, int]] = field(default_factory=dict)
     #: customer -> order id -> (order event time ms, first write that listed it)
     orders: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    #: feedback id -> first write of any journey that listed it (when it was applied)
+    feedback: dict[str, int] = field(default_factory=dict)
 
 
 def knowledge(records: Iterable[tuple[bytes | None, bytes | None, int]]) -> Knowledge:
@@ -119,6 +164,9 @@ def knowledge(records: Iterable[tuple[bytes | None, bytes | None, int]]) -> Know
             order_id, at_ms = order[0], int(order[1])
             if order_id not in orders or stamp < orders[order_id][1]:
                 orders[order_id] = (at_ms, stamp)
+        for feedback_id in journey.get("feedback_ids") or ():
+            if stamp < known.feedback.get(feedback_id, stamp + 1):
+                known.feedback[feedback_id] = stamp
     return known
 
 
@@ -142,6 +190,10 @@ class _Rules:
     after_purchase_ms: int
     #: action id -> (cooldown ms, quiet-hours mode)
     actions: dict[str, tuple[int, str]]
+    ignored_limit: int
+    #: How long the engine's contact history keeps a contact (feedback on an
+    #: older one finds nothing to move on).
+    keep_ms: int
 
     @classmethod
     def of(cls, catalog: Mapping[str, Any]) -> _Rules:
@@ -166,6 +218,15 @@ class _Rules:
                 )
                 for a in catalog.get("actions") or ()
             },
+            ignored_limit=int(p.get("ignored_limit", 3)),
+            keep_ms=max(
+                [WEEK_MS]
+                + [
+                    int(float(a.get("cooldown_hours", 72)) * HOUR_MS)
+                    for a in catalog.get("actions") or ()
+                ]
+            )
+            + DAY_MS,
         )
 
     def in_quiet(self, at: time) -> bool:
@@ -193,8 +254,11 @@ def audit(
     known: Knowledge,
     failed: Iterable[str] = (),
     timezone: str = "Asia/Shanghai",
+    reported: Mapping[str, list[Reported]] | None = None,
 ) -> Report:
-    """Every policy, recomputed for every action that was not a failed delivery."""
+    """Every policy, recomputed for every action that was not a failed delivery
+    (``reported``: the feedback on each action id, for the suppression after
+    ignored deliveries)."""
     rules = _Rules.of(catalog)
     zone = ZoneInfo(timezone)
     gone = set(failed)
@@ -257,7 +321,43 @@ def audit(
             if seen_ms < x.emitted_ms and 0 <= x.at_ms - order_ms < rules.after_purchase_ms:
                 bad("after_purchase", f"order {order_id} at {local(order_ms).isoformat()}")
                 break
+        same = [y for y in history if y.action == x.action and not y.holdout]
+        count = _ignored_in_a_row(same, reported or {}, known, x.emitted_ms, rules)
+        if count >= rules.ignored_limit:
+            bad("ignored", f"{x.action} ignored {count} times in a row before it")
     return Report(len(live), len(by_customer), merged, violations)
+
+
+def _ignored_in_a_row(
+    sends: list[Sent],
+    reported: Mapping[str, list[Reported]],
+    known: Knowledge,
+    before_ms: int,
+    rules: _Rules,
+) -> int:
+    """The action's ignored count the journey held just before ``before_ms``,
+    from the explicit feedback it had applied by then (see the module docstring)."""
+    learned: list[tuple[int, int, Reported, Sent]] = []
+    for y in sends:
+        for r in reported.get(y.id, ()):
+            at = known.feedback.get(r.feedback_id)
+            if at is None or at >= before_ms or r.at_ms - y.at_ms > rules.keep_ms - DAY_MS:
+                continue  # not applied by then, or its contact may have been let go
+            # in one write, responses last: the count the engine could have ended with
+            learned.append((at, r.outcome in RESPONSES, r, y))
+    count = 0
+    state: dict[str, str] = {}  # action id -> what its contact became
+    for _, _, r, y in sorted(learned, key=lambda t: (t[0], t[1], t[2].at_ms)):
+        status = state.get(y.id, "open")
+        if r.outcome in RESPONSES:
+            if status != "responded":
+                state[y.id], count = "responded", 0
+        elif r.outcome in ("ignored", "unsubscribed") and status == "open":
+            state[y.id] = "ignored"
+            count = rules.ignored_limit if r.outcome == "unsubscribed" else count + 1
+        elif r.outcome == "failed" and status == "open":
+            state[y.id] = "failed"
+    return count
 
 
 # --- reading a run from Kafka (``journeyflow audit``) ---------------------------
@@ -293,17 +393,18 @@ async def audit_run(
         payloads.extend(orjson.loads(v) for _, v, _ in records if v is not None)
     feedback = await read_all(bootstrap, feedback_topic)
     progress(f"{feedback_topic}: {len(feedback)} records")
-    failed = set()
+    items = []
     for _, value, _ in feedback:
         try:
-            item = orjson.loads(value or b"")
+            items.append(orjson.loads(value or b""))
         except orjson.JSONDecodeError:
             continue
-        if isinstance(item, dict) and item.get("outcome") == "failed" and item.get("action_id"):
-            failed.add(str(item["action_id"]))
+    reported = reported_outcomes(items)
+    failed = {a for a, rs in reported.items() if any(r.outcome == "failed" for r in rs)}
     journeys = await read_all(bootstrap, journeys_changelog)
     progress(f"{journeys_changelog}: {len(journeys)} records")
-    return audit(catalog, sent_actions(payloads), knowledge(journeys), failed, timezone)
+    known = knowledge(journeys)
+    return audit(catalog, sent_actions(payloads), known, failed, timezone, reported)
 
 
 def report_json(report: Report, examples: int = 20) -> dict[str, Any]:

@@ -7,7 +7,15 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from streams.audit import Knowledge, Sent, audit, knowledge, sent_actions
+from streams.audit import (
+    Knowledge,
+    Reported,
+    Sent,
+    audit,
+    knowledge,
+    reported_outcomes,
+    sent_actions,
+)
 
 CST = timezone(timedelta(hours=8))
 CATALOG = {
@@ -128,3 +136,67 @@ def test_knowledge_keeps_the_first_write_that_listed_each_fact() -> None:
     known = knowledge([(b"c", j1, 10), (b"c", j2, 20), (b"c", None, 30)])
     assert known.absorbed["c"] == {"b": 10, "d": 20}
     assert known.orders["c"] == {"o-1": (100, 10)}
+
+
+# --- suppression after ignored deliveries ---------------------------------------------
+
+IGNORING = {**CATALOG, "policies": {**CATALOG["policies"], "ignored_limit": 2}}
+
+
+def told(action: Sent, outcome: str, n: int, after_ms: int = 1) -> tuple[Reported, int]:
+    """Feedback ``n`` on ``action`` and when its journey applied it."""
+    fid = f"f-{action.id}-{n}"
+    return Reported(fid, action.id, outcome, action.at_ms + 60_000), action.emitted_ms + after_ms
+
+
+def judged(actions: list[Sent], feedback: list[tuple[Reported, int]]):
+    reported: dict[str, list[Reported]] = {}
+    for r, _ in feedback:
+        reported.setdefault(r.action_id, []).append(r)
+    known = Knowledge(feedback={r.feedback_id: at for r, at in feedback})
+    return audit(IGNORING, actions, known, reported=reported)
+
+
+def test_an_action_ignored_k_times_in_a_row_is_not_sent_again() -> None:
+    popups = [sent(f"p{d}", DAY0 + timedelta(days=d), "popup") for d in range(3)]
+    ignored = [told(popups[0], "ignored", 0), told(popups[1], "ignored", 1)]
+    assert rules(judged(popups, ignored)) == [("p2", "ignored")]
+    # a response to any of its sends starts the count again
+    answered = [*ignored, told(popups[0], "clicked", 2, after_ms=5)]
+    assert rules(judged(popups, answered)) == []
+    # unsubscribed suppresses at once; another action is not suppressed
+    unsubscribed = [told(popups[1], "unsubscribed", 3)]
+    assert rules(judged(popups, unsubscribed)) == [("p2", "ignored")]
+    other = sent("u2", DAY0 + timedelta(days=2), "upgrade")
+    assert rules(judged([*popups[:2], other], ignored)) == []
+
+
+def test_ignores_count_only_once_the_journey_applied_them() -> None:
+    popups = [sent(f"p{d}", DAY0 + timedelta(days=d), "popup") for d in range(3)]
+    late = popups[2].emitted_ms + 1  # applied after the third was sent
+    feedback = [told(popups[0], "ignored", 0), (told(popups[1], "ignored", 1)[0], late)]
+    assert rules(judged(popups, feedback)) == []
+    # a contact ignored twice, or ignored after it failed, counts once or not at all
+    twice = [told(popups[0], "ignored", 0), told(popups[0], "ignored", 1)]
+    assert rules(judged(popups, twice)) == []
+    failed_first = [told(popups[0], "failed", 0), told(popups[0], "ignored", 1, after_ms=2)]
+    assert rules(judged(popups, [*failed_first, told(popups[1], "ignored", 2)])) == []
+
+
+def test_feedback_is_read_by_action_and_its_application_from_the_journeys() -> None:
+    payloads = [
+        {
+            "feedback_id": "f1",
+            "action_id": "a1",
+            "outcome": "ignored",
+            "occurred_at": "2026-11-11T10:00:00+08:00",
+            "customer_id": "c",
+        },
+        {"feedback_id": "f2", "action_id": "a1"},  # unreadable: skipped
+    ]
+    assert reported_outcomes(payloads) == {"a1": [Reported("f1", "a1", "ignored", ms(DAY0))]}
+    journeys = [
+        (b"c", orjson.dumps({"feedback_ids": ["f1"]}), 500),
+        (b"c", orjson.dumps({"feedback_ids": ["f1"]}), 400),
+    ]
+    assert knowledge(journeys).feedback == {"f1": 400}

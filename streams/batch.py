@@ -540,6 +540,8 @@ class BatchEngine:
         for reason in fx.refusals:
             batch.counts[f"refused_{reason}"] += 1
         _count_actions(batch, fx.outputs, fx.left_out)
+        for what, n in fx.decisions.items():
+            batch.counts[f"decision_{what}"] += n
         event_ms = message_event_ms(message)
         if fx.scheduled:
             index.add(partition, key, tuple(fx.scheduled), event_ms or min(fx.scheduled))

@@ -125,6 +125,14 @@ class Metrics:
             registry=registry,
         )
 
+        self.decisions = Counter(
+            "journeyflow_decisions_total",
+            "Decisions at decision points, by result: recorded (scored, waiting for its "
+            "label), dropped (an open decision pushed out unlabelled by a newer one, "
+            "JourneyLimits.decisions per customer: learning never sees it).",
+            ["result"],
+            registry=registry,
+        )
         self.examples = Counter(
             "journeyflow_examples_total",
             "Decisions labelled (sent to the trainer), by target and label; corrections "
@@ -191,6 +199,8 @@ class Metrics:
                 self.feedback.labels(name[9:]).inc(n)
             elif name.startswith("nba_"):
                 self.nba.labels(name[4:]).inc(n)
+            elif name.startswith("decision_"):
+                self.decisions.labels(name[9:]).inc(n)
             elif name == "late":
                 self.late_events.inc(n)
         for (kind, rule), n in collections.Counter(

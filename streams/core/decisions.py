@@ -105,15 +105,17 @@ def record_decision(
     config: DecisionConfig,
     limits: JourneyLimits,
     scoring: Scoring,
-) -> tuple[JourneyState, tuple[int, ...], Decision | None]:
+) -> tuple[JourneyState, tuple[int, ...], Decision | None, bool]:
     """Score and record a decision if this event is a decision point:
-    ``(state, due times to index, the decision recorded)``. ``convert`` is scored for everyone,
-    ``churn`` for customers who have bought (only they can leave)."""
+    ``(state, due times to index, the decision recorded, whether the oldest
+    open decision was dropped unlabelled to make room)``. ``convert`` is
+    scored for everyone, ``churn`` for customers who have bought (only they
+    can leave)."""
     if not is_decision_point(event, stage_before, state.stage):
-        return state, (), None
+        return state, (), None, False
     latest = state.last_decision_ms
     if latest is not None and abs(at_ms - latest) < config.spacing_ms:
-        return state, (), None
+        return state, (), None, False
     features = journey_features(
         state,
         at_ms,
@@ -132,15 +134,16 @@ def record_decision(
         scores[target] = round(score, 6)
         versions[target] = version
     if not scores:
-        return state, (), None
+        return state, (), None, False
     decision = Decision(
         output_id("decision", state.customer_id, event.event_id), at_ms, features, scores, versions
     )
-    decisions, _dropped = add_decision(state.decisions, decision, limits.decisions)
+    decisions, dropped = add_decision(state.decisions, decision, limits.decisions)
     if decisions is state.decisions:
-        return state, (), None
+        return state, (), None, False
     update = {"decisions": decisions, "last_decision_ms": max(at_ms, latest or at_ms)}
-    return state.model_copy(update=update), decision.due_ms(config.horizons_ms), decision
+    due = decision.due_ms(config.horizons_ms)
+    return state.model_copy(update=update), due, decision, dropped is not None
 
 
 def label_transaction(

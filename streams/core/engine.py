@@ -59,6 +59,9 @@ class StepResult:
     examples: tuple[Example, ...] = ()
     #: Catalog actions arbitration left out, by reason (``streams.core.actions``).
     left_out: dict[str, int] = field(default_factory=dict)
+    #: Decisions ``recorded`` here, and open ones ``dropped`` unlabelled to make
+    #: room (``JourneyLimits.decisions``: learning never sees them).
+    decisions: dict[str, int] = field(default_factory=dict)
 
 
 def step(
@@ -128,11 +131,14 @@ def step(
     timezone = event.context.timezone or DEFAULT_TIMEZONE
     new, outputs, left_out = police((*early, *decided), new, timezone, config, budget)
     chosen: tuple[Output, ...] = ()
+    recorded: dict[str, int] = {}
     if config.decisions is not None and newest:
-        new, due, decision = record_decision(
+        new, due, decision, dropped = record_decision(
             new, event, t, stage_before, config.decisions, config.limits, config.scoring
         )
         scheduled += due
+        if decision is not None:
+            recorded = {"recorded": 1, "dropped": 1} if dropped else {"recorded": 1}
         actions = config.decisions.actions
         if decision is not None and actions is not None:
             choice = choose(
@@ -150,7 +156,8 @@ def step(
                 left_out[why] = left_out.get(why, 0) + n
             if choice.action is not None:
                 chosen = (choice.action,)
-    return StepResult(new, outcome, (*outputs, *chosen), scheduled, examples, left_out)
+    outputs = (*outputs, *chosen)
+    return StepResult(new, outcome, outputs, scheduled, examples, left_out, recorded)
 
 
 def police(

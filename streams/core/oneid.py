@@ -383,6 +383,8 @@ class Effects:
     refusals: list[Refusal] = field(default_factory=list)
     #: Catalog actions left out at decisions here, by reason.
     left_out: Counter[str] = field(default_factory=Counter)
+    #: Decisions recorded here, and open ones dropped unlabelled (``StepResult.decisions``).
+    decisions: Counter[str] = field(default_factory=Counter)
     #: Messages to send through the topic even when addressed to this key
     #: (``handle`` applies other messages for its own key at once).
     deferred: list[tuple[str, Message]] = field(default_factory=list)
@@ -592,6 +594,7 @@ def _apply(
     fx.examples.extend(result.examples)
     for reason, n in result.left_out.items():
         fx.left_out[reason] += n
+    fx.decisions.update(result.decisions)
     if result.outcome == "redelivered":
         return
     if result.outcome == "erased":

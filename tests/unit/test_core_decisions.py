@@ -76,6 +76,23 @@ def test_decisions_are_spaced_and_bounded() -> None:
     limit = j.config.limits.decisions
     assert len(j.state.decisions) == limit
     assert j.state.decisions[-1].at_ms == epoch_ms(T0 + timedelta(hours=9))
+    # each step says what it recorded, and that the oldest open one went unlabelled
+    assert j.last is not None and j.last.decisions == {"recorded": 1, "dropped": 1}
+
+
+def test_decisions_recorded_and_dropped_are_counted_for_the_metrics() -> None:
+    rt = runtime()
+    viewer = {"live_viewer_id": "douyin:42"}
+    feed(
+        rt,
+        *(
+            make_raw("store.check_in", identities=viewer, at=T0 + timedelta(hours=h))
+            for h in range(7)
+        ),
+    )
+    limit = shipped_config().limits.decisions
+    assert rt.counts["decision_recorded"] == 7
+    assert rt.counts["decision_dropped"] == 7 - limit
 
 
 def test_spacing_counts_from_the_last_decision_even_once_it_is_labelled() -> None:

@@ -201,7 +201,12 @@ def import_history(source: Any) -> None:
 # ------------------------------------------------------------------- simulate
 
 
-def _simulation(seed: int, customers: int, rate: float, dirty: float) -> Any:
+def _simulation(
+    seed: int, customers: int, rate: float, dirty: float, settings: Settings | None = None
+) -> Any:
+    """The simulated world; with ``settings``, it answers actions addressed by
+    phone hash too (it hashes with the deployment's key)."""
+    from streams.config import ingest_policy
     from streams.simulate import Simulation, SimulationConfig
 
     config = SimulationConfig(
@@ -211,7 +216,7 @@ def _simulation(seed: int, customers: int, rate: float, dirty: float) -> Any:
         events_per_second=rate,
         dirty_share=dirty,
     )
-    return Simulation(config)
+    return Simulation(config, None if settings is None else ingest_policy(settings).pii_key)
 
 
 def _records(seed: int, customers: int, rate: float, dirty: float) -> Iterator[Any]:
@@ -681,7 +686,7 @@ async def _watch(settings: Settings, rate: float, worker_proc: subprocess.Popen[
     )
     await consumer.start()
     # the loop is closed: the simulated customers answer the actions they get
-    simulation = _simulation(int(time.time()), 2000, rate, 0.03)
+    simulation = _simulation(int(time.time()), 2000, rate, 0.03, settings)
     actions = settings.topic("actions")
     feeder = asyncio.create_task(produce_paced(settings, simulation.records(), rate))
     try:

@@ -126,7 +126,8 @@ async def _evaluate(
             start=START,
             events_per_second=config.events_per_second,
             dirty_share=0.0,
-        )
+        ),
+        pii_key=ingest_policy(settings).pii_key,
     )
     end = START + timedelta(days=config.days)
     seen_outputs = seen_examples = learned = 0

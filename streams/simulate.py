@@ -52,6 +52,7 @@ real time moves event time ahead of the Kafka record time: start in the past
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import random
 from bisect import bisect
@@ -64,6 +65,8 @@ from typing import Any, Final, Literal
 import orjson
 
 from schemas.vocabulary import HASHED_IDENTITY_TYPES, IDENTITY_TYPES
+from streams.core.identity import normalise
+from streams.core.pii import PiiKey
 
 __all__ = ["TRUTH", "RecordKind", "SimulatedRecord", "Simulation", "SimulationConfig", "simulate"]
 
@@ -127,19 +130,28 @@ TRUTH: Final[dict[str, dict[str, tuple[float, float]]]] = {
     "member_upgrade": {"purchase": (0.2, 1.3)},
     "repurchase_reminder": {"purchase": (0.08, 1.4), "loyalty": (0.12, 1.6)},
     "group_invitation": {"awareness": (0.05, 1.1), "interest": (0.1, 1.2)},
+    "coupon_reminder": {"awareness": (0.06, 1.3), "interest": (0.12, 1.5)},
 }
 DEFAULT_TRUTH: Final = (0.03, 1.0)
 BOOST_HOURS: Final = 72
 #: Share of deliveries that fail (no identifier reachable, blocked, ...).
 FAILED_SHARE: Final = 0.02
+#: Share (percent) of unanswered deliveries that marketing automation reports
+#: as ``ignored`` (seen, nothing done) 20 minutes after delivery; the others are
+#: left to the engine's response window. Chosen by the action id, not the
+#: simulation's random stream, so answering changes no later event.
+IGNORED_REPORT_PERCENT: Final = 25
+IGNORED_AFTER_US: Final = 20 * 60 * 1_000_000
 
 
 class Simulation:
     """The simulated world with its loop closed: :meth:`records` is the stream
     (as :func:`simulate`), :meth:`respond` answers the engine's actions."""
 
-    def __init__(self, config: SimulationConfig) -> None:
-        self._world = _World(config)
+    def __init__(self, config: SimulationConfig, pii_key: PiiKey | None = None) -> None:
+        """``pii_key``: the deployment's key, so that an action addressed to a
+        customer known only by a phone hash finds its persona."""
+        self._world = _World(config, pii_key)
 
     def records(self) -> Iterator[SimulatedRecord]:
         return self._world.records()
@@ -148,8 +160,8 @@ class Simulation:
         """Answer an action from ``journeyflow.actions`` (a decoded payload):
         feedback records come out of :meth:`records` at their event time, and
         a customer who clicks buys more often. What became of it (``clicked``,
-        ``delivered``, ``failed``), or None when it is not for a simulated
-        customer, is held out, or is not a catalog action."""
+        ``delivered``, ``ignored`` (reported), ``failed``), or None when it is
+        not for a simulated customer, is held out, or is not a catalog action."""
         return self._world.respond(action)
 
     def intent(self, identifier: str) -> float | None:
@@ -444,8 +456,9 @@ def _key_of(identities: dict[str, str]) -> bytes | None:
 
 
 class _World:
-    def __init__(self, config: SimulationConfig) -> None:
+    def __init__(self, config: SimulationConfig, pii_key: PiiKey | None = None) -> None:
         self.cfg = config
+        self.pii_key = pii_key
         self.rng = rng = random.Random(config.seed)
         self.start = config.start.astimezone(CST)
         self.gap_us = _US / config.events_per_second
@@ -602,6 +615,8 @@ class _World:
                     if value is not None:
                         self.by_identifier[f"{kind}:{value}"] = p
                         self.by_identifier[f"{kind}:{value}".lower()] = p
+                if p.phone is not None and self.pii_key is not None:
+                    self.by_identifier[f"phone:{normalise('phone', p.phone, self.pii_key)}"] = p
             found = self.by_identifier.get(identifier) or self.by_identifier.get(identifier.lower())
         return found
 
@@ -628,6 +643,10 @@ class _World:
             str(action.get("segment")), DEFAULT_TRUTH
         )
         if rng.random() >= min(1.0, rate * 2 * p.intent):
+            digest = hashlib.blake2b(str(action["id"]).encode(), digest_size=4).digest()
+            if int.from_bytes(digest) % 100 < IGNORED_REPORT_PERCENT:
+                self._answer(action, "ignored", at_us + IGNORED_AFTER_US)
+                return "ignored"
             return "delivered"
         click_us = at_us + int(rng.expovariate(1 / 600) * _US) + 1
         self._answer(action, "clicked", click_us)

@@ -19,6 +19,8 @@ import orjson
 import pytest
 
 from schemas.codec import InvalidEvent, decode_feedback, decode_touchpoint
+from streams.core.identity import normalise
+from streams.core.pii import PiiKey
 from streams.simulate import TRUTH, SimulatedRecord, Simulation, SimulationConfig, simulate
 
 CST = timezone(timedelta(hours=8))
@@ -443,8 +445,8 @@ def test_an_action_is_answered_with_feedback_at_its_event_time() -> None:
     for i in range(40):  # several actions: some clicked, most only delivered
         action = _action(viewer, id=f"act-{i}", decided_at=decided.isoformat())
         said[action["id"]] = sim.respond(action)
-    assert set(said.values()) <= {"delivered", "clicked", "failed"}
-    assert "delivered" in said.values() and "clicked" in said.values()
+    assert set(said.values()) <= {"delivered", "clicked", "failed", "ignored"}
+    assert {"delivered", "clicked", "ignored"} <= set(said.values())
     feedback = []
     while sim._world.answers:  # every answer comes out at its event time
         record = next(stream)
@@ -460,9 +462,24 @@ def test_an_action_is_answered_with_feedback_at_its_event_time() -> None:
         "failed": ["failed"],
         "delivered": ["delivered"],
         "clicked": ["delivered", "clicked"],
+        "ignored": ["delivered", "ignored"],  # reported 20 minutes after delivery
     }
     assert got == {action_id: expected[outcome] for action_id, outcome in said.items()}
     assert sim.intent(viewer) == p.intent
+
+
+def test_a_customer_known_only_by_a_phone_hash_is_answered_with_the_deployment_s_key() -> None:
+    key = PiiKey("t1", b"integration-test-key")
+    config = SimulationConfig(start=START, customers=50, dirty_share=0.0)
+    head = list(islice(Simulation(config).records(), 2_000))
+    with_phone = next(p for p in Simulation(config)._world.personas if p.phone is not None)
+    hashed = f"phone:{normalise('phone', with_phone.phone, key)}"
+    action = _action(hashed, decided_at=head[-1].occurred_at.isoformat())
+    assert Simulation(config).respond(action) is None  # without the key: nobody
+    answering = Simulation(config, pii_key=key)
+    list(islice(answering.records(), 2_000))
+    assert answering.respond(action) in {"delivered", "clicked", "failed", "ignored"}
+    assert answering.intent(hashed) == with_phone.intent
 
 
 def test_held_out_rule_and_unknown_actions_get_no_answer() -> None:

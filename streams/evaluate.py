@@ -23,10 +23,13 @@ back through the batch protocol. What comes out is one JSON object:
   customer id); ``lift`` = treated − holdout, with its 95 % confidence
   interval (normal approximation of a difference of proportions).
 - ``policy_violations``: catalog actions that break the catalog's caps per
-  channel per local day, cooldowns or quiet hours, recomputed here from the
-  actions and the deliveries that failed (no contact) alone, per customer as
-  decided (contacts two customers got before One-ID linked them are not a
-  violation the engine could have avoided).
+  channel per local day, cooldowns, quiet hours or the suppression after
+  ignored deliveries, recomputed by the independent checker from the
+  actions and the simulated feedback alone, per customer as decided
+  (contacts two customers got before One-ID linked them are not a violation
+  the engine could have avoided). The run's batches stand in for the
+  changelog's write times: feedback applied in one counts for actions
+  emitted in a later one.
 
 Deterministic: the same arguments give the same object.
 """
@@ -38,17 +41,19 @@ import dataclasses
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+import orjson
 
 from models.labels import Example
 from models.quality import exact_auc
 from models.trainer import ModelScorer, Trainer
 from schemas.codec import dump
 from schemas.outputs import Action
-from streams.audit import Knowledge, audit, sent_actions
+from streams.audit import Knowledge, audit, reported_outcomes, sent_actions
 from streams.batch import Record, Stream
 from streams.config import ingest_policy, model_specs, oneid_config
 from streams.core.actions import Catalog
@@ -136,13 +141,25 @@ async def _evaluate(
     chunk: list[Record] = []
     n = 0
     next_report = START + timedelta(days=1)
+    #: The checker's view of when things happened: batch numbers (``violations``).
+    flushes = 0
+    emitted: dict[str, int] = {}
+    feedback: list[dict[str, Any]] = []
+    applied: dict[str, int] = {}
 
     async def flush() -> None:
-        nonlocal seen_outputs, seen_examples, learned
+        nonlocal seen_outputs, seen_examples, learned, flushes
+        flushes += 1
         await runtime.admit(chunk)
         await runtime.run()
+        for record in chunk:
+            if record.stream == "feedback" and record.value is not None:
+                body = orjson.loads(record.value)
+                feedback.append(body)
+                applied.setdefault(body["feedback_id"], flushes)
         chunk.clear()
         for output in runtime.outputs[seen_outputs:]:
+            emitted.setdefault(output.id, flushes)
             if isinstance(output, Action) and output.catalog_version and not output.holdout:
                 answer = sim.respond(dump(output))
                 responses[str(answer)] += 1
@@ -184,7 +201,9 @@ async def _evaluate(
         "customers_seen": len(runtime.journeys),
         **quality(runtime.examples),
         **lift(runtime, catalog),
-        "policy_violations": violations(runtime.outputs, catalog, failed),
+        "policy_violations": violations(
+            runtime.outputs, catalog, failed, feedback, emitted, applied
+        ),
         "responses": dict(sorted(responses.items())),
         "models": {
             t: {"examples": m.examples, "version": m.version} for t, m in scorer.models.items()
@@ -279,15 +298,39 @@ def lift(runtime: LocalRuntime, catalog: Catalog) -> dict[str, Any]:
     return out
 
 
-def violations(outputs: list[Any], catalog: Catalog, failed: set[str]) -> int:
+def violations(
+    outputs: list[Any],
+    catalog: Catalog,
+    failed: set[str],
+    feedback: Sequence[Mapping[str, Any]] = (),
+    emitted: dict[str, int] | None = None,
+    applied: dict[str, int] | None = None,
+) -> int:
     """Contact-policy violations among the catalog actions (holdout included:
     they follow the same policies; deliveries that failed are no contact), by
     the independent checker (``streams.audit``) in China Standard Time (the
     simulator's). In process there is no changelog to tell when merges and
     purchases became known, so each action is judged against its own
     customer's earlier actions, and the suppression after a purchase is left
-    to the unit tests."""
-    payloads = [dump(o) for o in outputs if isinstance(o, Action)]
+    to the unit tests. ``emitted`` (output id) and ``applied`` (feedback id)
+    are batch numbers: they stand in for emission and write times, so that
+    feedback counts for the actions of later batches."""
+    emitted = emitted or {}
+    payloads = []
+    for output in outputs:
+        if isinstance(output, Action):
+            payload = dump(output)
+            payload["emitted_at"] = _tick(emitted.get(output.id, 0)).isoformat()
+            payloads.append(payload)
+    known = Knowledge(
+        feedback={fid: int(_tick(n).timestamp() * 1000) for fid, n in (applied or {}).items()}
+    )
     raw = catalog.model_dump(mode="json")
-    report = audit(raw, sent_actions(payloads), Knowledge(), failed, "Asia/Shanghai")
+    reported = reported_outcomes(feedback)
+    report = audit(raw, sent_actions(payloads), known, failed, "Asia/Shanghai", reported)
     return len(report.violations)
+
+
+def _tick(n: int) -> datetime:
+    """Batch ``n`` as a time, for the checker's "known before it was emitted"."""
+    return START + timedelta(seconds=n)

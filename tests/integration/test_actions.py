@@ -151,3 +151,99 @@ def test_actions_are_chosen_held_out_and_learn_from_feedback(
     assert [(x["action"], x["status"]) for x in profile["actions"]] == [
         ("live_viewer_coupon", "responded")
     ]
+
+
+def test_an_action_ignored_three_times_in_a_row_is_not_sent_again(
+    namespace: Namespace, tmp_path: Path
+) -> None:
+    """Marketing automation reports a viewer's pop-ups ignored, one after the
+    other; after the third (``ignored_limit``) the viewer gets none, the left
+    out one is counted, and the independent checker (``journeyflow audit``)
+    recomputes the suppression from the feedback stream and finds nothing
+    sent that should not have been."""
+    path, data = catalog_file(tmp_path)
+    catalog = parse_catalog(data)
+    limit = catalog.policies.ignored_limit
+    viewer = next(
+        v for v in range(1000, 2000) if not in_holdout(f"live_viewer_id:douyin:{v}", catalog)
+    )
+    customer = f"live_viewer_id:douyin:{viewer}"
+    # clocks move with events only: the story is days in the past
+    worker = namespace.worker(
+        tmp_path, JOURNEYFLOW_CATALOG_FILE=str(path), JOURNEYFLOW_TICK_INTERVAL_SECONDS="0"
+    ).start()
+    key = f"douyin:{viewer}".encode()
+
+    def popups() -> list[dict]:
+        found = [
+            orjson.loads(r.value)
+            for r in read_topic(namespace.bootstrap, namespace.topic("actions"), 5)
+        ]
+        return [a for a in found if a.get("action") == "live_viewer_coupon"]
+
+    at = datetime.now(UTC) - timedelta(days=4)
+    ignored: list[str] = []
+    tries = 0
+    while len(ignored) < limit:  # a cart event every 13 h (past the 12 h cooldown)
+        tries += 1
+        assert tries <= 3 * limit, "Thompson sampling kept leaving the pop-up out"
+        event = touch(f"cart-{tries}", "live.add_to_cart", viewer, at, sku="SKU-1")
+        produce(namespace.bootstrap, namespace.topic("touchpoints"), [(key, event)])
+        eventually(
+            lambda n=tries: (
+                http_get(f"{worker.url}/v1/customers/{customer}")[1].get("events_total") == n
+            ),
+            timeout=60,
+            what=f"cart event {tries} applied",
+        )
+        new = [a for a in popups() if a["id"] not in ignored]
+        for action in new:
+            body = {
+                "feedback_id": f"fb-{action['id']}-ignored",
+                "action_id": action["id"],
+                "customer_id": customer,
+                "outcome": "ignored",
+                "occurred_at": (at + timedelta(minutes=30)).isoformat(),
+            }
+            produce(namespace.bootstrap, namespace.topic("feedback"), [(key, orjson.dumps(body))])
+            ignored.append(action["id"])
+            counted = len(ignored)
+            eventually(
+                lambda counted=counted: (
+                    http_get(f"{worker.url}/v1/customers/{customer}")[1]
+                    .get("feedback", {})
+                    .get("ignored")
+                    == counted
+                ),
+                timeout=60,
+                what=f"ignored feedback {counted} counted",
+            )
+        at += timedelta(hours=13)
+    for n in range(2):  # later carts: eligible, past the cooldown, and suppressed
+        event = touch(f"after-{n}", "live.add_to_cart", viewer, at, sku="SKU-2")
+        produce(namespace.bootstrap, namespace.topic("touchpoints"), [(key, event)])
+        at += timedelta(hours=13)
+    eventually(
+        lambda: (
+            http_get(f"{worker.url}/v1/customers/{customer}")[1].get("events_total") == tries + 2
+        ),
+        timeout=60,
+        what="the later carts applied",
+    )
+    # the checker first: it must find nothing wrong on its own (it does find a
+    # pop-up sent after three ignores when the engine's check is taken out)
+    done = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "audit", "--catalog", str(path)],
+        env=namespace.env(),
+        capture_output=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+    printed = json.loads(done.stdout)
+    assert printed["violations"] == 0 and printed["checked"] == len(ignored)
+    assert sorted(a["id"] for a in popups()) == sorted(ignored)
+    eventually(
+        lambda: nba_counts(worker.url).get("left_out_ignored") == 2,
+        timeout=30,
+        what="both later pop-ups counted as left out (ignored)",
+    )

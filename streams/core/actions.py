@@ -25,6 +25,13 @@ action, if any, is worth sending this customer now:
    highest priority above zero wins; the action records the probability
    with which it was chosen.
 
+Rules (``streams.core.rules``) decide some actions themselves (a coupon on a
+price question, a reminder): an action rule names the catalog action it is
+sent as, and :func:`send_as` checks the same consent, identifier, quiet
+hours and policies for it, holds it out for the holdout and records the
+contact. Over all customers, a burst budget per partition of the journeys
+(``Policies.burst``, :class:`Budget`) caps the sends per minute of event time.
+
 A deterministic share of customers (``holdout_percent``, by a salted hash
 of the customer id: the same across restarts, and a merge keeps the
 survivor's group) is the holdout: the engine logs what it would have sent

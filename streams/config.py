@@ -144,7 +144,7 @@ def core_config(settings: Settings, scorer: Scorer | None = None) -> CoreConfig:
     scoring = load_scoring(settings.scoring_file)
     catalog = load_catalog(settings.catalog_file, stages, scoring) if settings.actions else None
     rules = load_rules(settings.rules_file)
-    check_rule_actions(rules, catalog)
+    check_rule_actions(rules, catalog if settings.decisions else None)  # no decisions: no catalog
     return CoreConfig(
         stage_model=stages,
         rules=rules,

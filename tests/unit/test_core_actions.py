@@ -607,7 +607,8 @@ def test_an_action_rule_outside_the_catalog_is_refused_at_start(tmp_path: Any) -
     path.write_text(json.dumps(rules))
     with pytest.raises(JourneyflowError, match="'no_such_action' is not in catalog"):
         oneid_config(Settings(rules_file=path))
-    # without a catalog, rules go out as they are
+    # without a catalog (or without decisions, which it needs), rules go out as they are
+    assert oneid_config(Settings(rules_file=path, decisions=False)).core.decisions is None
     off = oneid_config(Settings(rules_file=path, actions=False)).core
     outputs = Journey(config=off).send("live.comment", text="多少钱", context=ROOM)
     assert [o.action for o in outputs if isinstance(o, Action)] == ["send_coupon"]

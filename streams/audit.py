@@ -56,8 +56,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
-WEEK_MS = 7 * DAY_MS
+WEEK_MS = 7 * 24 * HOUR_MS
 
 
 def _ms(text: str) -> int:
@@ -191,9 +190,6 @@ class _Rules:
     #: action id -> (cooldown ms, quiet-hours mode)
     actions: dict[str, tuple[int, str]]
     ignored_limit: int
-    #: How long the engine's contact history keeps a contact (feedback on an
-    #: older one finds nothing to move on).
-    keep_ms: int
 
     @classmethod
     def of(cls, catalog: Mapping[str, Any]) -> _Rules:
@@ -219,14 +215,6 @@ class _Rules:
                 for a in catalog.get("actions") or ()
             },
             ignored_limit=int(p.get("ignored_limit", 3)),
-            keep_ms=max(
-                [WEEK_MS]
-                + [
-                    int(float(a.get("cooldown_hours", 72)) * HOUR_MS)
-                    for a in catalog.get("actions") or ()
-                ]
-            )
-            + DAY_MS,
         )
 
     def in_quiet(self, at: time) -> bool:
@@ -341,7 +329,7 @@ def _ignored_in_a_row(
     for y in sends:
         for r in reported.get(y.id, ()):
             at = known.feedback.get(r.feedback_id)
-            if at is None or at >= before_ms or r.at_ms - y.at_ms > rules.keep_ms - DAY_MS:
+            if at is None or at >= before_ms or r.at_ms - y.at_ms > WEEK_MS:
                 continue  # not applied by then, or its contact may have been let go
             # in one write, responses last: the count the engine could have ended with
             learned.append((at, r.outcome in RESPONSES, r, y))

@@ -70,7 +70,7 @@ def step(
     config: CoreConfig,
     position: str | None = None,
     quiet: bool = False,
-    entered: bool = False,
+    entered: tuple[str, int] | None = None,
     budget: Budget | None = None,
 ) -> StepResult:
     """Apply one admitted event to a customer's journey and decide what to emit.
@@ -82,8 +82,8 @@ def step(
     input), the input record's position when not given. ``quiet`` (a late
     event, or history being imported) updates the journey and its stage but
     decides nothing: no outputs, nothing scheduled. ``entered``: the record
-    entered One-ID at this customer's own identifier (its touchpoints offset
-    is kept with the journey, ``JourneyState.admitted``). ``budget``: the
+    entered One-ID at this customer's own identifier, from this touchpoints
+    ``(partition, offset)`` (kept with the journey, ``JourneyState.admitted``). ``budget``: the
     partition's burst budget for the actions sent (``actions.Budget``).
     """
     event = admitted.event

@@ -356,10 +356,11 @@ def _would_be_recent(state: JourneyState, occurred_ms: int, window: int) -> bool
 
 def advance_position(offsets: dict[str, int], position: str) -> dict[str, int]:
     parsed = parse_source(position)
-    if parsed is None:
-        return offsets
-    partition, offset = parsed
-    return {**offsets, partition: max(offset, offsets.get(partition, -1))}
+    return offsets if parsed is None else _admit(offsets, *parsed)
+
+
+def _admit(admitted: dict[str, int], partition: str, offset: int) -> dict[str, int]:
+    return {**admitted, partition: max(offset, admitted.get(partition, -1))}
 
 
 def _newest(items: Any, limit: int) -> tuple[Any, ...]:
@@ -427,17 +428,17 @@ def apply_event(
     source: str = "",
     position: str | None = None,
     scoring: Scoring | None = None,
-    entered: bool = False,
+    entered: tuple[str, int] | None = None,
 ) -> tuple[JourneyState | None, Outcome]:
     """Fold one event into the journey (no stage, no decisions: see :func:`advance_stage`).
 
     ``source`` names the input record (``partition:offset``) and ``position``
     the record this journey read it from (the source when not given), so a
     redelivery of the same record changes nothing; ``entered``: the record
-    entered One-ID at this customer's own identifier, and ``admitted`` keeps
-    its offset. Returns ``(None, "erased")`` for ``privacy.erase``: the
-    journey is forgotten. Identifiers join a journey through One-ID linking
-    (``streams.core.oneid``), not here.
+    entered One-ID at this customer's own identifier, from this touchpoints
+    ``(partition, offset)``, which ``admitted`` keeps. Returns ``(None,
+    "erased")`` for ``privacy.erase``: the journey is forgotten. Identifiers
+    join a journey through One-ID linking (``streams.core.oneid``), not here.
     """
     if state is None:
         state = new_state(customer_id)
@@ -459,8 +460,8 @@ def apply_event(
             else state.recent,
             "source_offsets": advance_position(state.source_offsets, position),
         }
-        if entered:
-            update_dup["admitted"] = advance_position(state.admitted, source)
+        if entered is not None:
+            update_dup["admitted"] = _admit(state.admitted, *entered)
         return state.model_copy(update=update_dup), repeat
     if event.event_type == "privacy.erase":
         return None, "erased"
@@ -477,8 +478,8 @@ def apply_event(
         "recent": _newest((*state.recent, (t, event.event_id, source)), limits.recent_event_ids),
         "source_offsets": advance_position(state.source_offsets, position),
     }
-    if entered:
-        update["admitted"] = advance_position(state.admitted, source)
+    if entered is not None:
+        update["admitted"] = _admit(state.admitted, *entered)
     if scoring is not None:
         update.update(_score(state, event, key, t, scoring))
     ctx = event.context

@@ -505,14 +505,12 @@ def _event_ms(event: TouchpointEvent) -> int:
 
 
 def _route(key: str, msg: Route, fx: Effects, config: _Context, position: str) -> None:
-    if msg.tried:  # routed on from a shared identifier
-        _anchor(key, msg, fx, config, position)
-        return
-    source = parse_source(msg.source)
+    # routed on from a shared identifier: it was checked where it entered
+    source = None if msg.tried else parse_source(msg.source)
     if source is not None and _admitted_before(fx, *source):
         fx.outcome = "redelivered"
         return
-    _anchor(key, msg, fx, config, position)
+    _anchor(key, msg, fx, config, position, source)
     if source is not None and fx.outcome != "erased":
         _note_admitted(fx, *source)
 
@@ -540,14 +538,21 @@ def _admitted_before(fx: Effects, partition: str, offset: int) -> bool:
 
 def _note_admitted(fx: Effects, partition: str, offset: int) -> None:
     """Keep the offset with the alias, unless the journey applied the record
-    here and keeps it (``step(entered=True)``)."""
+    here and keeps it (``step(entered=...)``)."""
     if fx.journey is not None and fx.journey.admitted.get(partition, -1) >= offset:
         return
     alias = fx.alias or Alias()
     fx.set_alias(alias.model_copy(update={"admitted": {**alias.admitted, partition: offset}}))
 
 
-def _anchor(key: str, msg: Route, fx: Effects, config: _Context, position: str) -> None:
+def _anchor(
+    key: str,
+    msg: Route,
+    fx: Effects,
+    config: _Context,
+    position: str,
+    entered: tuple[str, int] | None,
+) -> None:
     event = msg.event
     ids = [i for i in typed_identifiers(event.identities) if i not in msg.tried]
     others = [i for i in ids if i != key]
@@ -564,13 +569,18 @@ def _anchor(key: str, msg: Route, fx: Effects, config: _Context, position: str) 
     root = root_of(key, fx.alias)
     forward = Apply(event, msg.source, key, tuple(others), msg.quiet)
     if root == key:
-        _apply(key, forward, fx, config, position, entered=not msg.tried)
+        _apply(key, forward, fx, config, position, entered)
     else:
         fx.sends.append((root, forward))
 
 
 def _apply(
-    key: str, msg: Apply, fx: Effects, config: _Context, position: str, entered: bool = False
+    key: str,
+    msg: Apply,
+    fx: Effects,
+    config: _Context,
+    position: str,
+    entered: tuple[str, int] | None = None,
 ) -> None:
     root = root_of(key, fx.alias)
     if root != key:
@@ -761,8 +771,9 @@ def _accepted(key: str, msg: Accepted, fx: Effects, config: _Context, position: 
             if member != key:
                 fx.sends.append((member, Repoint(key, msg.into)))
         # what entered here stays known here (events for this key now go on)
+        admitted = dict(admitted)
         for partition, offset in fx.journey.admitted.items():
-            admitted = {**admitted, partition: max(offset, admitted.get(partition, -1))}
+            admitted[partition] = max(offset, admitted.get(partition, -1))
         fx.set_journey(None)
     unparked = _unpark(key, fx, alias)
     fx.set_alias(unparked.model_copy(update={"root": msg.into, "admitted": admitted}))

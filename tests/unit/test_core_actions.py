@@ -679,7 +679,12 @@ def test_a_burst_budget_caps_the_sends_of_a_partition_in_event_time(tmp_path: An
 
 
 def test_without_a_burst_budget_nothing_is_left_out_for_it(tmp_path: Any) -> None:
-    rt = LocalRuntime(oneid_config(Settings(stage_model="aipl")), 1, 60_000)
+    data = shipped_catalog()
+    del data["policies"]["burst"]  # the shipped catalog has one (600 a minute)
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(data))
+    config = oneid_config(Settings(stage_model="aipl", catalog_file=path))
+    rt = LocalRuntime(config, 1, 60_000)
     asyncio.run(rt.admit(price_questions(60, 0, T0)))
     asyncio.run(rt.run())
     assert len([o for o in rt.outputs if isinstance(o, Action)]) == 60

@@ -235,6 +235,16 @@ class Consumer(faust_aiokafka.Consumer):
         self._cursors = {}
         self._dropped = set()
 
+    async def _seek(self, partition: TP, offset: int) -> None:
+        """Seek in the consumer's own thread. Faust calls the aiokafka
+        consumer's ``seek`` from the worker's loop, and aiokafka's seek drops
+        the partition's fetched records from the fetcher while the consumer
+        thread may be handing them out (``Fetcher.fetched_records`` deletes
+        the same entry when drained): the worker crashed with a ``KeyError``
+        in aiokafka's fetcher, once in a CI run of ``test_routing``. In the
+        thread the seek runs between two of its steps, never inside one."""
+        await self._thread.call_thread(self._thread.seek, partition, offset)
+
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = dict(await super().seek_to_committed())
         for tp, offset in committed.items():

@@ -36,10 +36,14 @@ learned each outcome (the first changelog record listing its feedback id),
 an ``ignored`` of a contact still awaiting a response adds one, an
 ``unsubscribed`` reaches the limit at once, a response starts again from
 zero; an action sent while the count was at ``ignored_limit`` breaks the
-policy. A delivery whose response window closed without an answer is
-ignored too, but when is the engine's partition clock's to say: this check
-leaves those out, and so errs on the engine's side (it can miss a breach,
-never invent one). Feedback more than a week (event time) after its
+policy. A delivery whose response window (the catalog's
+``response_window_hours`` after the delivery's time) closed before the
+decision's event time without an answer is ignored too: the engine counts it
+at the partition clock's tick or at the customer's next event, whichever
+comes first, and this check counts it as early as it could have been (right
+after the delivery was applied), so a response applied since still ends the
+run: it errs on the engine's side (it can miss a breach, never invent one).
+Feedback more than a week (event time) after its
 contact, which the engine's bounded contact history may have let go, and
 feedback on the holdout's logged contacts count for nothing.
 """
@@ -190,6 +194,8 @@ class _Rules:
     #: action id -> (cooldown ms, quiet-hours mode)
     actions: dict[str, tuple[int, str]]
     ignored_limit: int
+    #: action id -> response window (ms after delivery)
+    windows: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, catalog: Mapping[str, Any]) -> _Rules:
@@ -215,6 +221,10 @@ class _Rules:
                 for a in catalog.get("actions") or ()
             },
             ignored_limit=int(p.get("ignored_limit", 3)),
+            windows={
+                a["id"]: int(float(a.get("response_window_hours", 48)) * HOUR_MS)
+                for a in catalog.get("actions") or ()
+            },
         )
 
     def in_quiet(self, at: time) -> bool:
@@ -310,7 +320,7 @@ def audit(
                 bad("after_purchase", f"order {order_id} at {local(order_ms).isoformat()}")
                 break
         same = [y for y in history if y.action == x.action and not y.holdout]
-        count = _ignored_in_a_row(same, reported or {}, known, x.emitted_ms, rules)
+        count = _ignored_in_a_row(same, reported or {}, known, x.emitted_ms, x.decided_ms, rules)
         if count >= rules.ignored_limit:
             bad("ignored", f"{x.action} ignored {count} times in a row before it")
     return Report(len(live), len(by_customer), merged, violations)
@@ -321,29 +331,45 @@ def _ignored_in_a_row(
     reported: Mapping[str, list[Reported]],
     known: Knowledge,
     before_ms: int,
+    decided_ms: int,
     rules: _Rules,
 ) -> int:
-    """The action's ignored count the journey held just before ``before_ms``,
-    from the explicit feedback it had applied by then (see the module docstring)."""
+    """The action's ignored count the journey held just before ``before_ms``
+    (the write order) for a decision at ``decided_ms`` (event time), from the
+    feedback it had applied by then and the response windows closed by then
+    (see the module docstring)."""
     learned: list[tuple[int, int, Reported, Sent]] = []
     for y in sends:
+        window = rules.windows.get(y.action)
         for r in reported.get(y.id, ()):
             at = known.feedback.get(r.feedback_id)
             if at is None or at >= before_ms or r.at_ms - y.at_ms > WEEK_MS:
                 continue  # not applied by then, or its contact may have been let go
             # in one write, responses last: the count the engine could have ended with
             learned.append((at, r.outcome in RESPONSES, r, y))
+            if r.outcome == "delivered" and window is not None and r.at_ms + window < decided_ms:
+                # unanswered when its window closed: the engine counted it by
+                # this decision at the latest; taken as early as it could have
+                # been (right after the delivery was applied), as few count
+                closed = Reported(r.feedback_id, r.action_id, "window_closed", r.at_ms + window)
+                learned.append((at, 0, closed, y))
     count = 0
     state: dict[str, str] = {}  # action id -> what its contact became
     for _, _, r, y in sorted(learned, key=lambda t: (t[0], t[1], t[2].at_ms)):
         status = state.get(y.id, "open")
-        if r.outcome in RESPONSES:
+        if r.outcome == "delivered":
+            if status == "open":
+                state[y.id] = "delivered"
+        elif r.outcome == "window_closed":
+            if status == "delivered":
+                state[y.id], count = "ignored", count + 1
+        elif r.outcome in RESPONSES:
             if status != "responded":
                 state[y.id], count = "responded", 0
-        elif r.outcome in ("ignored", "unsubscribed") and status == "open":
+        elif r.outcome in ("ignored", "unsubscribed") and status in ("open", "delivered"):
             state[y.id] = "ignored"
             count = rules.ignored_limit if r.outcome == "unsubscribed" else count + 1
-        elif r.outcome == "failed" and status == "open":
+        elif r.outcome == "failed" and status in ("open", "delivered"):
             state[y.id] = "failed"
     return count
 

@@ -43,7 +43,9 @@ Feedback (``journeyflow.feedback``) moves a contact on: delivered (its
 response window starts), opened / clicked / converted (a response), failed
 (not a contact: it counts against no cap), ignored or unsubscribed; a
 delivered action with no response within its window is ignored when the
-partition's event-time clock passes it. Each settled delivery is an outcome
+partition's event-time clock passes it, or at the customer's first event
+after it, whichever comes first (so the policies judge an action by its own
+event time, not by how far the clock lags). Each settled delivery is an outcome
 (an :class:`~models.labels.Example` of target ``responses``) for the
 per-action statistics.
 
@@ -789,7 +791,9 @@ def on_feedback(state: JourneyState, feedback: Feedback, config: ActionsConfig) 
 
 
 def on_clock(state: JourneyState, now_ms: int) -> Settled:
-    """Deliveries whose response window the clock passed without a response are ignored."""
+    """Deliveries whose response window closed before ``now_ms`` (the
+    partition's clock, or the time of the customer's event) without a
+    response are ignored."""
     if not any(c.status == "delivered" for c in state.contacts):
         return Settled(state)
     settled = Settled(state)

@@ -128,6 +128,12 @@ def step(
     new, decided = decide(config.rules, new, event, config.limits, t)
     new = schedule_decay(new, config.stage_model, config.limits)
     scheduled = tuple(p.due_ms for p in new.pending if (p.rule_id, p.cause_event_id) not in before)
+    if config.decisions is not None and config.decisions.actions is not None:
+        # deliveries whose response window closed before this event are
+        # ignored now, whatever the partition's clock says: the contact
+        # policies judge what is sent here at this event's time
+        settled = settle_clock(new, t)
+        new, examples = settled.state, (*examples, *settled.examples)
     timezone = event.context.timezone or DEFAULT_TIMEZONE
     new, outputs, left_out = police((*early, *decided), new, timezone, config, budget)
     chosen: tuple[Output, ...] = ()
@@ -215,10 +221,13 @@ def tick(
     examples: tuple[Example, ...] = ()
     left_out: dict[str, int] = {}
     if config is not None and config.decisions is not None:
+        ignored: tuple[Example, ...] = ()
+        if config.decisions.actions is not None:
+            # before the policies judge what fires now (as in ``step``)
+            settled = settle_clock(new, now_ms)
+            new, ignored = settled.state, tuple(settled.examples)
         # no event, no time zone of its own: the catalog's default
         new, outputs, left_out = police(outputs, new, DEFAULT_TIMEZONE, config, budget)
         new, examples = label_clock(new, now_ms, config.decisions, config.limits)
-        if config.decisions.actions is not None:
-            settled = settle_clock(new, now_ms)
-            new, examples = settled.state, (*examples, *settled.examples)
+        examples = (*examples, *ignored)
     return TickResult(new, outputs, examples, left_out)

@@ -149,12 +149,12 @@ def told(action: Sent, outcome: str, n: int, after_ms: int = 1) -> tuple[Reporte
     return Reported(fid, action.id, outcome, action.at_ms + 60_000), action.emitted_ms + after_ms
 
 
-def judged(actions: list[Sent], feedback: list[tuple[Reported, int]]):
+def judged(actions: list[Sent], feedback: list[tuple[Reported, int]], catalog=IGNORING):
     reported: dict[str, list[Reported]] = {}
     for r, _ in feedback:
         reported.setdefault(r.action_id, []).append(r)
     known = Knowledge(feedback={r.feedback_id: at for r, at in feedback})
-    return audit(IGNORING, actions, known, reported=reported)
+    return audit(catalog, actions, known, reported=reported)
 
 
 def test_an_action_ignored_k_times_in_a_row_is_not_sent_again() -> None:
@@ -200,3 +200,28 @@ def test_feedback_is_read_by_action_and_its_application_from_the_journeys() -> N
         (b"c", orjson.dumps({"feedback_ids": ["f1"]}), 400),
     ]
     assert knowledge(journeys).feedback == {"f1": 400}
+
+
+def test_deliveries_whose_window_closed_before_the_decision_count_as_ignored() -> None:
+    hour = {
+        **IGNORING,
+        "actions": [
+            {**a, "response_window_hours": 1} if a["id"] == "popup" else a
+            for a in IGNORING["actions"]
+        ],
+    }
+    popups = [sent(f"p{d}", DAY0 + timedelta(days=d), "popup") for d in range(3)]
+    delivered = [told(popups[0], "delivered", 0), told(popups[1], "delivered", 1)]
+    [breach] = judged(popups, delivered, hour).violations
+    assert (breach.action_id, breach.detail) == ("p2", "popup ignored 2 times in a row before it")
+    # the default 48 h window was still open a day later: nothing ignored yet
+    assert rules(judged(popups, delivered)) == []
+    # a response applied before the decision ends the run, a late one too
+    answered = [*delivered, told(popups[1], "clicked", 2, after_ms=5)]
+    assert rules(judged(popups, answered, hour)) == []
+    # a delivery also reported ignored counts once
+    both = [told(popups[0], "delivered", 0), told(popups[0], "ignored", 1, after_ms=2)]
+    assert rules(judged(popups, both, hour)) == []
+    # a delivery applied only after the decision counts for nothing there
+    unknown = [delivered[0], (delivered[1][0], popups[2].emitted_ms + 1)]
+    assert rules(judged(popups, unknown, hour)) == []

@@ -577,6 +577,42 @@ def test_a_rule_s_reminder_at_a_tick_obeys_the_caps_of_the_day() -> None:
     assert reminder.params["coupon_id"] == "CP-1"
 
 
+def test_a_window_closed_before_an_event_is_ignored_there_not_only_at_the_clock() -> None:
+    """The partition's clock lags a customer's events (its idle tick is
+    seconds away, or other customers' events hold it back): a delivery whose
+    response window closed before the event counts as ignored at that event,
+    so the suppression holds for what the event would send."""
+    delivered = epoch_ms(T0 - timedelta(hours=13))  # the coupon's 12 h cooldown is over
+    contact = Contact(
+        "old-1", "live_viewer_coupon", "live_popup", "interest", delivered, delivered, HOUR, 0.1
+    )
+    contact = Contact(**{**contact.__dict__, "status": "delivered", "status_ms": delivered})
+
+    def price_question(ignored_before: int) -> Journey:
+        j = Journey()
+        j.send("live.like", at=T0 - timedelta(hours=14), context=ROOM)
+        assert j.state is not None
+        j.state = j.state.model_copy(
+            update={"contacts": (contact,), "ignored": {"live_viewer_coupon": ignored_before}}
+        )
+        j.send("live.comment", text="多少钱", context=ROOM)
+        return j
+
+    suppressed = price_question(ignored_before=2)
+    assert suppressed.last is not None and suppressed.state is not None
+    assert not [o for o in suppressed.last.outputs if isinstance(o, Action)]
+    assert suppressed.last.left_out == {"ignored": 1}
+    assert suppressed.state.ignored == {"live_viewer_coupon": 3}
+    [outcome] = [e for e in suppressed.last.examples if e.target == "responses"]
+    assert (outcome.decision_id, outcome.label) == ("old-1", False)
+    # one ignore short of the limit: it counts, and the coupon still goes out
+    sent = price_question(ignored_before=1)
+    assert sent.last is not None and sent.state is not None
+    [coupon] = [o for o in sent.last.outputs if isinstance(o, Action)]
+    assert coupon.action == "live_viewer_coupon"
+    assert sent.state.ignored == {"live_viewer_coupon": 2}
+
+
 def test_a_held_out_customer_s_rule_action_is_logged_not_sent() -> None:
     config = shipped_config()
     assert config.decisions is not None and config.decisions.actions is not None

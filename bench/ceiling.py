@@ -40,6 +40,7 @@ from typing import Any
 from models.trainer import encode_example
 from schemas.codec import encode
 from schemas.outputs import DeadLetter
+from streams import collector
 from streams.batch import Batch, BatchLimits, Record
 from streams.config import core_config, ingest_policy, oneid_config
 from streams.core.engine import step
@@ -237,11 +238,12 @@ def measure(inputs: Sequence[Input], settings: Settings) -> dict[str, Any]:
     n = len(inputs)
     legacy = inputs[:LEGACY_EVENTS]
     gc.collect()
-    wall, cpu, counts = _batch_pass(inputs, settings)
-    gc.collect()
-    wall_core, cpu_core, _ = _core_pass(legacy, settings)
-    gc.collect()
-    wall_codec, cpu_codec = _codec_pass(legacy, settings)
+    with collector.tuned(settings.gc_threshold):  # as the worker runs
+        wall, cpu, counts = _batch_pass(inputs, settings)
+        gc.collect()
+        wall_core, cpu_core, _ = _core_pass(legacy, settings)
+        gc.collect()
+        wall_codec, cpu_codec = _codec_pass(legacy, settings)
     return {
         "events": n,
         "batch_protocol": {

@@ -101,6 +101,15 @@ def _rates(value: str) -> tuple[float, ...]:
     default=None,
     help="Seconds of traffic per open-loop level  [default: 20; 5 with --quick]",
 )
+@click.option(
+    "--set",
+    "worker_settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A worker setting (a JOURNEYFLOW_* name without the prefix, e.g. "
+    "fetch_min_bytes=32768), for every worker of the run and the ceiling; repeatable. "
+    "The caller's own JOURNEYFLOW_* environment is ignored.",
+)
 @click.option("--partitions", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--customers", type=click.IntRange(1, 1_000_000), default=2000, show_default=True)
 @click.option(
@@ -146,6 +155,7 @@ def bench(
     seed: int,
     guarantee: str,
     duration: float | None,
+    worker_settings: tuple[str, ...],
     partitions: int,
     customers: int,
     profile: bool,
@@ -181,6 +191,7 @@ def bench(
         timeout=timeout or max(600.0, events / EVENTS_PER_TIMEOUT_S),
         quick=quick,
         guarantee=guarantee,
+        worker_settings=_worker_settings(worker_settings),
         command=_command_line(),
     )
     try:
@@ -193,3 +204,32 @@ def bench(
         sys.exit(130)
     click.echo(render(results))
     click.echo(f"results: {results['_output']}", err=True)
+
+
+def _worker_settings(given: tuple[str, ...]) -> dict[str, str]:
+    """``--set NAME=VALUE`` pairs, each naming a worker setting."""
+    from typing import Annotated
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from streams.settings import Settings
+
+    out: dict[str, str] = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        name = name.strip().lower().removeprefix("journeyflow_")
+        if not sep or name not in Settings.model_fields:
+            raise click.BadParameter(
+                f"{item!r}: expected NAME=VALUE with NAME a worker setting "
+                "(see the README's configuration table)",
+                param_hint="--set",
+            )
+        info = Settings.model_fields[name]
+        try:
+            kind = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+            TypeAdapter(kind).validate_strings(value)
+        except ValidationError as exc:
+            problem = exc.errors(include_url=False)[0]["msg"]
+            raise click.BadParameter(f"{item!r}: {problem}", param_hint="--set") from None
+        out[name] = value
+    return out

@@ -42,6 +42,7 @@ from models.features import journey_features
 from models.labels import Decision
 from models.trainer import ModelScorer, Trainer, encode_example
 from schemas.codec import decode_touchpoint
+from streams import collector
 from streams.config import core_config, model_specs
 from streams.core.actions import choose
 from streams.core.journey import decode_state
@@ -74,7 +75,8 @@ def paired(data: Sequence[tuple[bytes, int]], pairs: int, partitions: int) -> di
             settings = Settings(
                 partitions=partitions, decisions=mode != "off", actions=mode == "actions"
             )
-            _, seconds, c = ceiling._batch_pass(data, settings)
+            with collector.tuned(settings.gc_threshold):  # as the worker runs
+                _, seconds, c = ceiling._batch_pass(data, settings)
             cpu[mode].append(seconds)
             counts[mode] = c
             log(f"  round {i + 1} {mode}: {seconds:.2f} s CPU")

@@ -127,6 +127,9 @@ class BenchConfig:
     timeout: float = 600.0
     quick: bool = False
     guarantee: str = "at_least_once"
+    #: Worker settings (``streams.settings.Settings`` field -> value) given
+    #: with ``--set``: the worker's environment ignores the caller's own.
+    worker_settings: dict[str, str] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
 
 
@@ -155,8 +158,13 @@ class Namespace:
     app_id: str
     partitions: int
     guarantee: str = "at_least_once"
+    #: Further worker settings (``--set``), over the bench's own.
+    extra: dict[str, str] = field(default_factory=dict)
 
     def values(self) -> dict[str, str]:
+        return self._own() | self.extra
+
+    def _own(self) -> dict[str, str]:
         return {
             "processing_guarantee": self.guarantee,
             "kafka_bootstrap": self.bootstrap,
@@ -1087,13 +1095,16 @@ async def _run(run: Run) -> dict[str, Any]:
     results["versions"] = versions(kafka_version)
 
     tag = uuid.uuid4().hex[:8]
-    ns = Namespace(bootstrap, f"bench{tag}", f"jf-bench-{tag}", cfg.partitions, cfg.guarantee)
+    extra = cfg.worker_settings
+    ns = Namespace(
+        bootstrap, f"bench{tag}", f"jf-bench-{tag}", cfg.partitions, cfg.guarantee, extra
+    )
     ns_base = Namespace(bootstrap, f"bench{tag}b", f"jf-bench-{tag}-b", cfg.partitions)
     ns_prof = Namespace(
-        bootstrap, f"bench{tag}p", f"jf-bench-{tag}-p", cfg.partitions, cfg.guarantee
+        bootstrap, f"bench{tag}p", f"jf-bench-{tag}-p", cfg.partitions, cfg.guarantee, extra
     )
     ns_burst = Namespace(
-        bootstrap, f"bench{tag}x", f"jf-bench-{tag}-x", cfg.partitions, cfg.guarantee
+        bootstrap, f"bench{tag}x", f"jf-bench-{tag}-x", cfg.partitions, cfg.guarantee, extra
     )
     settings = ns.settings()
     n = cfg.events
@@ -1125,6 +1136,7 @@ async def _run(run: Run) -> dict[str, Any]:
         "partitions": cfg.partitions,
         "store": "rocksdb",
         "processing_guarantee": cfg.guarantee,
+        "worker_settings": dict(cfg.worker_settings),
         "burst_events": cfg.burst_events if cfg.burst else None,
         "worker_tick_interval_seconds": float(TICK_INTERVAL_SECONDS),
         "broker": "private (streams.broker, loopback)" if not cfg.bootstrap else "external",

@@ -90,6 +90,16 @@ def render(r: dict[str, Any]) -> str:
         "",
         f"Command: `{r['command']}`",
         "",
+        *(
+            [
+                "Worker settings: "
+                + ", ".join(f"`{k}={v}`" for k, v in cfg["worker_settings"].items())
+                + " (the others at their defaults).",
+                "",
+            ]
+            if cfg.get("worker_settings")
+            else []
+        ),
         f"Input: {cfg['events']:,} simulated events (seed {cfg['seed']}, "
         f"{cfg['customers']:,} customers, dirty share {cfg['dirty_share']}: "
         + ", ".join(f"{k} {n:,}" for k, n in r["input"]["by_kind"].items())

@@ -148,6 +148,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     transport.applied_position = applied_position
     transport.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    transport.fetch_min_bytes = settings.fetch_min_bytes
 
     def batch_done(batch: Batch) -> None:
         app.consumer.ack_batch(batch.records)

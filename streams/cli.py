@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import click
 
+from streams import collector
 from streams.errors import JourneyflowError
 from streams.settings import DEV_PII_KEY, Settings, load_settings
 
@@ -89,6 +90,7 @@ def run_worker(settings: Settings) -> None:
             err=True,
         )
     jf = create_app(settings)
+    collector.tune(settings.gc_threshold)
     Worker(jf.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 
@@ -319,7 +321,9 @@ def replay(source: Any, output: Any, until: str | None) -> None:
         if moment.tzinfo is None:
             raise JourneyflowError("--until needs an offset, e.g. 2026-11-23T20:00:00+08:00")
         until_ms = int(moment.timestamp() * 1000)
-    result = run_replay(source, load_settings(), until_ms)
+    settings = load_settings()
+    collector.tune(settings.gc_threshold)
+    result = run_replay(source, settings, until_ms)
     for record in result.records():
         output.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
     output.flush()
@@ -536,7 +540,9 @@ def evaluate(
         events_per_second=rate,
         holdout_percent=holdout_percent,
     )
-    result = run(config, load_settings(), progress=lambda m: click.echo(m, err=True))
+    settings = load_settings()
+    collector.tune(settings.gc_threshold)
+    result = run(config, settings, progress=lambda m: click.echo(m, err=True))
     text = json.dumps(result, ensure_ascii=False)
     if output is not None:
         output.write_text(text + "\n", encoding="utf-8")

@@ -73,6 +73,20 @@ class Settings(BaseSettings):
         "(Faust's own 1,500 ms held events ~1 s per stage); each idle worker sends about "
         "1000/this fetches a second.",
     )
+    gc_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="Allocations between the interpreter's youngest garbage collections "
+        "(CPython's default is 700, which spends about a sixth of the engine's CPU); what is "
+        "loaded at start is frozen out of collections. 0 keeps CPython's defaults.",
+    )
+    fetch_min_bytes: int = Field(
+        default=1,
+        ge=1,
+        le=16 * 1024 * 1024,
+        description="What the broker waits for (at most fetch_max_wait_ms) before it answers a "
+        "fetch: more records per batch under light traffic, for up to that wait per stage.",
+    )
     compression: Literal["zstd", "lz4", "gzip", "snappy", "none"] = Field(
         default="zstd",
         description="Compression of every record batch the worker produces (changelogs, "

@@ -214,6 +214,9 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         wait = getattr(transport, "fetch_max_wait_ms", None)
         if wait is not None:
             consumer._fetch_max_wait_ms = int(wait)
+        least = getattr(transport, "fetch_min_bytes", None)
+        if least is not None:
+            consumer._fetch_min_bytes = int(least)
         return consumer
 
 
@@ -387,6 +390,9 @@ class Transport(faust_aiokafka.Transport):
         #: The longest the broker holds a fetch with nothing to return (see
         #: :class:`ConsumerThread`); None keeps Faust's 1,500 ms.
         self.fetch_max_wait_ms: int | None = None
+        #: What the broker waits for (up to ``fetch_max_wait_ms``) before it
+        #: answers a fetch; None keeps aiokafka's 1 byte.
+        self.fetch_min_bytes: int | None = None
         self.streams: dict[str, Stream] = {}
         self.apply: Callable[[list[Record]], Awaitable[None]] = _unwired
 

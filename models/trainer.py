@@ -102,7 +102,26 @@ class Trainer:
         known = self.models.get(target)
         if known is None or model.version >= known.version:
             self.models[target] = model
+            report = model.meta.get("quality")
+            if isinstance(report, dict) and target in self.quality:
+                # totals go on from the snapshot; the window is refilled by
+                # :meth:`witness` from the examples the snapshot learned
+                self.quality[target].seen = int(report.get("labelled") or 0)
+                self.corrections[target] = int(report.get("corrections") or 0)
         return model
+
+    def witness(self, example: Example) -> None:
+        """An example the resumed model learned before this trainer took over:
+        into the quality window only (not learned again, not counted again),
+        so the window a take-over reports is the newest decisions, not only
+        those since the take-over."""
+        quality = self.quality.get(example.target)
+        if quality is None:
+            return
+        seen = quality.seen
+        if not (example.correction and quality.correct(example.score, example.label)):
+            quality.add(example.score, example.label)
+        quality.seen = seen
 
     def learn(self, example: Example) -> bool:
         """Learn one labelled example (False: no model for its target)."""

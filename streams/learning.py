@@ -45,6 +45,9 @@ log = logging.getLogger("journeyflow.learning")
 OFFSET_META = "examples_offset"
 #: Examples the trainer remembers to skip a repeat (a crash re-sends a batch's).
 SEEN_EXAMPLES = 100_000
+#: Examples per target a trainer taking over reads again before its models'
+#: offsets, to refill the quality windows (``RollingQuality``'s 10,000).
+QUALITY_REPLAY = 10_000
 
 
 class ModelFeed:
@@ -218,6 +221,9 @@ class TrainerService:
         self.trainer, self.learned_to = trainer, learned
         self._seen.clear()  # what an earlier trainer here learned is not in these models
         start = min((learned.get(t, -1) for t in self.specs), default=-1) + 1
+        # read the examples before them again for the quality windows only
+        # (``_learn``: at or below a model's offset it is witnessed, not learned)
+        start = max(0, start - QUALITY_REPLAY * len(self.specs)) if learned else start
         consumer = self._consumer
         assert consumer is not None
         for tp in assigned:
@@ -264,14 +270,15 @@ class TrainerService:
         except (TypeError, ValueError) as exc:
             log.warning("trainer: example at offset %d is not one (%s)", offset, exc)
             return
-        if offset <= self.learned_to.get(example.target, -1):
-            return  # its newest snapshot has it
         key = (example.decision_id, example.target, example.correction)
         if key in self._seen:
             return  # sent again after a worker's crash
         self._seen[key] = None
         if len(self._seen) > SEEN_EXAMPLES:
             self._seen.popitem(last=False)
+        if offset <= self.learned_to.get(example.target, -1):
+            trainer.witness(example)  # its newest snapshot has it: quality only
+            return
         if trainer.learn(example):
             self.learned_to[example.target] = offset
             if self.metrics is not None:

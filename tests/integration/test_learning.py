@@ -27,7 +27,12 @@ LEARNING = {
     "JOURNEYFLOW_MODEL_MIN_EXAMPLES": "40",
     "JOURNEYFLOW_SNAPSHOT_EVERY_EXAMPLES": "1000",
     "JOURNEYFLOW_SNAPSHOT_INTERVAL_SECONDS": "2",
+    # the second round of traffic (after the restart) is over an hour behind
+    # the clock the idle ticks moved on; it must still decide
+    "JOURNEYFLOW_LATE_AFTER_SECONDS": "10800",
 }
+#: Viewers of the second round, after a restart from nothing.
+MORE = 30
 
 
 def touch(event_id: str, event_type: str, viewer: int, at: datetime, **props: object) -> bytes:
@@ -44,13 +49,15 @@ def touch(event_id: str, event_type: str, viewer: int, at: datetime, **props: ob
     )
 
 
-def traffic(start: datetime) -> tuple[list[tuple[bytes, bytes]], set[int]]:
+def traffic(
+    start: datetime, viewers: range = range(VIEWERS)
+) -> tuple[list[tuple[bytes, bytes]], set[int]]:
     """Every viewer adds to cart (a decision); every third buys 5 minutes later.
     A viewer's events share a key (in order); all within half an hour (none late)."""
     records: list[tuple[bytes, bytes]] = []
     buyers = set()
-    for v in range(VIEWERS):
-        at = start + timedelta(seconds=20 * v)
+    for v in viewers:
+        at = start + timedelta(seconds=20 * (v - viewers.start))
         key = f"douyin:{v}".encode()
         records.append((key, touch(f"cart-{v}", "live.add_to_cart", v, at, sku="SKU-1")))
         if v % 3 == 0:
@@ -98,11 +105,11 @@ def test_labelled_decisions_train_a_model_every_worker_then_scores_with(
         done = len(final) == VIEWERS and sum(e["label"] for e in final.values()) == len(buyers)
         return (examples, final, corrections) if done else None
 
-    def progress() -> str:
+    def progress(decisions: int = VIEWERS, expected: int = len(buyers)) -> str:
         examples, final, corrections = read()
         positives = sum(e["label"] for e in final.values())
         return (
-            f"{VIEWERS} decisions and {len(buyers)} positives: {len(examples)} examples, "
+            f"{decisions} decisions and {expected} positives: {len(examples)} examples, "
             f"{len(final)} decisions, {positives} positives, {len(corrections)} corrections"
         )
 
@@ -158,3 +165,28 @@ def test_labelled_decisions_train_a_model_every_worker_then_scores_with(
     )
     assert gauges[version_key] >= snapshot["version"]
     assert gauges['journeyflow_model_examples{target="convert"}'] >= VIEWERS
+
+    # the restarted worker took training over from that snapshot: what it
+    # learns next goes on from it, and so does its quality, measured over the
+    # decisions before the restart and after it
+    later, later_buyers = traffic(start + timedelta(minutes=40), range(VIEWERS, VIEWERS + MORE))
+    produce(namespace.bootstrap, namespace.topic("touchpoints"), later)
+    positives = len(buyers) + len(later_buyers)
+
+    def all_labelled() -> list[dict] | None:
+        examples, final, _ = read()
+        done = len(final) == VIEWERS + MORE and sum(e["label"] for e in final.values()) == positives
+        return examples if done else None
+
+    examples = eventually(
+        all_labelled, timeout=120, what=lambda: progress(VIEWERS + MORE, positives)
+    )
+
+    def retrained() -> dict | None:
+        heads = [h for h in convert_snapshots(namespace) if h["examples"] == len(examples)]
+        return heads[-1] if heads else None
+
+    again = eventually(retrained, timeout=60, what=f"a snapshot of all {len(examples)} examples")
+    assert again["version"] > snapshot["version"]
+    quality = again["meta"]["quality"]
+    assert (quality["labelled"], quality["window"]) == (VIEWERS + MORE, VIEWERS + MORE)

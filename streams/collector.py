@@ -4,8 +4,10 @@ CPython starts a collection of its youngest generation every 700 container
 allocations, and every tenth of those also the next; the batch engine
 allocates thousands of short-lived containers per batch (decoded records,
 model copies, messages), most freed by reference counting, so the default
-spends a sixth of the engine's CPU scanning survivors again and again
-(measured in process: 395 → 320 µs per event with 50,000; BENCHMARKS.md).
+scans the same survivors again and again: with 50,000 the batch protocol
+used 10-24 % less CPU per event in process (``python -m bench.collector``,
+six alternating pairs, median 20 %; BENCHMARKS.md, where the worker's own
+gain is not yet shown apart from this machine's noise).
 What a process has loaded by the time it starts its work (modules, the
 app, configuration, the catalog) lives as long as the process: ``freeze``
 moves it out of every later collection.

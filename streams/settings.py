@@ -77,8 +77,9 @@ class Settings(BaseSettings):
         default=50_000,
         ge=0,
         description="Allocations between the interpreter's youngest garbage collections "
-        "(CPython's default is 700, which spends about a sixth of the engine's CPU); what is "
-        "loaded at start is frozen out of collections. 0 keeps CPython's defaults.",
+        "(CPython's default is 700; 50,000 saved 10-24 % of the batch protocol's CPU in "
+        "process); what is loaded at start is frozen out of collections. 0 keeps CPython's "
+        "defaults.",
     )
     fetch_min_bytes: int = Field(
         default=1,

@@ -564,6 +564,14 @@ DEMO_LEARNING = {
     "JOURNEYFLOW_SNAPSHOT_EVERY_EXAMPLES": "100",
     "JOURNEYFLOW_DECISION_SPACING_MINUTES": "10",
 }
+#: What each of them means, as ``up`` says it.
+DEMO_MEANS = {
+    "JOURNEYFLOW_CONVERT_HORIZON_HOURS": "a purchase within 10 minutes labels a decision",
+    "JOURNEYFLOW_CHURN_HORIZON_DAYS": "churn within an hour",
+    "JOURNEYFLOW_MODEL_MIN_EXAMPLES": "a model is used after 100 labelled examples",
+    "JOURNEYFLOW_SNAPSHOT_EVERY_EXAMPLES": "snapshots every 100",
+    "JOURNEYFLOW_DECISION_SPACING_MINUTES": "a customer's decisions 10 minutes apart",
+}
 
 
 def demo_learning_env(environ: dict[str, str]) -> tuple[dict[str, str], list[str]]:
@@ -636,8 +644,9 @@ def up(rate: float, kafka_port: int, web_port: int | None, real_horizons: bool) 
         )
         if demo:
             click.echo(
-                "models learn within minutes here: decisions are labelled over short horizons "
-                f"({', '.join(f'{n}={env[n]}' for n in demo)}; --real-horizons for 72 h). "
+                "models learn within minutes here: "
+                f"{'; '.join(DEMO_MEANS[n] for n in demo)} "
+                "(--real-horizons for the production 72 h; each is a JOURNEYFLOW_ setting). "
                 "Actions name their model (convert:N) once it is ready; until then the lead "
                 "score stands in. Watch: journeyflow models",
                 err=True,

@@ -60,3 +60,9 @@ def test_up_lets_the_models_learn_in_minutes_unless_the_environment_says_otherwi
         {k.removeprefix("JOURNEYFLOW_").lower(): v for k, v in env.items() if k in added}
     )
     assert settings.churn_horizon_days == 1 / 24 and settings.decision_spacing_minutes == 10
+
+
+def test_up_says_each_demo_setting_in_words() -> None:
+    from streams.cli import DEMO_LEARNING, DEMO_MEANS
+
+    assert set(DEMO_MEANS) == set(DEMO_LEARNING)

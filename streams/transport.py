@@ -205,8 +205,9 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     idle. Internals relied on (faust-streaming 0.15, aiokafka 0.14, both
     pinned): Faust's ``Consumer._new_consumer_thread`` and
     ``AIOKafkaConsumerThread._create_worker_consumer`` (which builds the
-    aiokafka consumer), and ``AIOKafkaConsumer._fetch_max_wait_ms`` (read
-    when the consumer starts), set before it starts.
+    aiokafka consumer), and ``AIOKafkaConsumer._fetch_max_wait_ms`` and
+    ``_fetch_min_bytes`` (read when the consumer starts), set before it
+    starts.
     """
 
     def _create_worker_consumer(self, transport: Any) -> Any:
@@ -245,7 +246,10 @@ class Consumer(faust_aiokafka.Consumer):
         thread may be handing them out (``Fetcher.fetched_records`` deletes
         the same entry when drained): the worker crashed with a ``KeyError``
         in aiokafka's fetcher, once in a CI run of ``test_routing``. In the
-        thread the seek runs between two of its steps, never inside one."""
+        thread the seek runs between two of its steps, never inside one.
+        Internals relied on (pinned): Faust's ``Consumer._seek`` (what
+        ``seek`` awaits) and its consumer thread's ``call_thread`` and
+        ``seek``."""
         await self._thread.call_thread(self._thread.seek, partition, offset)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:

@@ -162,9 +162,6 @@ class Namespace:
     extra: dict[str, str] = field(default_factory=dict)
 
     def values(self) -> dict[str, str]:
-        return self._own() | self.extra
-
-    def _own(self) -> dict[str, str]:
         return {
             "processing_guarantee": self.guarantee,
             "kafka_bootstrap": self.bootstrap,
@@ -178,7 +175,7 @@ class Namespace:
             "web_bind": "127.0.0.1",
             "web_host": "127.0.0.1",
             "tick_interval_seconds": TICK_INTERVAL_SECONDS,
-        }
+        } | self.extra
 
     def settings(self) -> Settings:
         values: dict[str, Any] = dict(self.values())

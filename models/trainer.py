@@ -119,8 +119,7 @@ class Trainer:
         if quality is None:
             return
         seen = quality.seen
-        if not (example.correction and quality.correct(example.score, example.label)):
-            quality.add(example.score, example.label)
+        _measure(quality, example)
         quality.seen = seen
 
     def learn(self, example: Example) -> bool:
@@ -129,13 +128,9 @@ class Trainer:
         if model is None:
             self.unknown += 1
             return False
-        quality = self.quality[example.target]
         if example.correction:
             self.corrections[example.target] += 1
-            if not quality.correct(example.score, example.label):
-                quality.add(example.score, example.label)
-        else:
-            quality.add(example.score, example.label)
+        _measure(self.quality[example.target], example)
         model.learn(example.features, example.label, arm=example.arm, correction=example.correction)
         self.unsaved[example.target] += 1
         return True
@@ -157,6 +152,13 @@ class Trainer:
             "log_loss": None if log_loss is None else round(log_loss, 4),
             "calibration_error": None if ece is None else round(ece, 4),
         }
+
+
+def _measure(quality: RollingQuality, example: Example) -> None:
+    """The decision-time score against its label; a correction flips the
+    label it corrects while that is in the window, else counts as new."""
+    if not (example.correction and quality.correct(example.score, example.label)):
+        quality.add(example.score, example.label)
 
 
 class ModelScorer:

@@ -584,9 +584,17 @@ def test_a_window_closed_before_an_event_is_ignored_there_not_only_at_the_clock(
     so the suppression holds for what the event would send."""
     delivered = epoch_ms(T0 - timedelta(hours=13))  # the coupon's 12 h cooldown is over
     contact = Contact(
-        "old-1", "live_viewer_coupon", "live_popup", "interest", delivered, delivered, HOUR, 0.1
+        "old-1",
+        "live_viewer_coupon",
+        "live_popup",
+        "interest",
+        delivered,
+        delivered,
+        HOUR,
+        0.1,
+        status="delivered",
+        status_ms=delivered,
     )
-    contact = Contact(**{**contact.__dict__, "status": "delivered", "status_ms": delivered})
 
     def price_question(ignored_before: int) -> Journey:
         j = Journey()

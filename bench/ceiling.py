@@ -8,7 +8,8 @@ one core:
   raw touchpoint records in chunks of :data:`CHUNK` (``admit``, then ``run``
   until every One-ID message is handled), with the worker's batch limits.
   Internal-topic records are encoded and decoded as the topic carries them
-  (``encode_message`` / ``decode_message``), tables are dicts of the bytes
+  (``streams.batch.Messages``, as the worker: a record this process sent is not
+  decoded again), tables are dicts of the bytes
   the worker's tables store (each changed key encoded once per batch), and
   every output, merge and dead letter is stamped and encoded (every labelled
   example encoded) as the worker's sink does. Everything the worker does per
@@ -46,7 +47,7 @@ from streams.config import core_config, ingest_policy, oneid_config
 from streams.core.engine import step
 from streams.core.ingest import Admitted, RecordMeta, admit
 from streams.core.journey import JourneyState, decode_state, encode_state
-from streams.core.oneid import Message, encode_message
+from streams.core.oneid import Message
 from streams.runtime import LocalRuntime
 from streams.settings import Settings
 
@@ -72,7 +73,8 @@ class TopicRuntime(LocalRuntime):
         self.sent_bytes = 0
 
     def record(self, partition: int, offset: int, key: str, msg: Message) -> Record:
-        return Record("keyed", "internal", partition, offset, key.encode(), encode_message(msg))
+        raw = self.engine.messages.encode(msg)  # as the worker's sink encodes it
+        return Record("keyed", "internal", partition, offset, key.encode(), raw)
 
     async def send(self, batch: Batch) -> None:
         await super().send(batch)

@@ -29,7 +29,15 @@ import orjson
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from streams.batch import TABLES, TICK_KEY, Batch, BatchEngine, BatchLimits, applied_key
+from streams.batch import (
+    TABLES,
+    TICK_KEY,
+    Batch,
+    BatchEngine,
+    BatchLimits,
+    Messages,
+    applied_key,
+)
 from streams.config import ingest_policy, model_specs, oneid_config
 from streams.learning import Learning
 from streams.metrics import Metrics
@@ -157,13 +165,15 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     learning = (
         Learning(settings, specs, model_specs(settings), metrics) if settings.decisions else None
     )
+    messages = Messages(settings.decoded_cache)
     engine = BatchEngine(
         oneid_config(settings, learning.scorer if learning else None),
         ingest_policy(settings),
         settings.timer_resolution_seconds * 1000,
         tables,
-        KafkaSink(app, specs, tables, batch_done),
+        KafkaSink(app, specs, tables, batch_done, messages),
         BatchLimits(settings.batch_max_records, settings.batch_max_ms, settings.decoded_cache),
+        messages,
     )
     transport.apply = engine.process
     if learning is not None:

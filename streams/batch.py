@@ -64,6 +64,7 @@ from streams.core.oneid import (
     decode_alias,
     decode_message,
     encode_alias,
+    encode_message,
     handle,
     message_event_ms,
     route_event,
@@ -164,6 +165,45 @@ class Decoded(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class Messages:
+    """The internal topic's codec, remembering what this process sent.
+
+    Both stages run in every worker, so most records the keyed stage reads
+    were encoded by the same process a moment before: each message sent is
+    kept with its bytes until its record is read back (then dropped), and
+    only records sent by another worker, before a restart, or more than
+    ``entries`` sends ago are decoded. A message decoded from its bytes
+    equals the one encoded (``tests/unit/test_batch.py`` checks the round
+    trip on the simulator's traffic), so which path gave it changes nothing.
+    Messages are immutable. 0 entries keeps none."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._sent: dict[bytes, Message] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def encode(self, msg: Message) -> bytes:
+        raw = encode_message(msg)
+        if self.entries:
+            sent = self._sent
+            sent[raw] = msg
+            if len(sent) > self.entries:
+                del sent[next(iter(sent))]  # the oldest send
+        return raw
+
+    def decode(self, raw: bytes) -> Message:
+        msg = self._sent.pop(raw, None)
+        if msg is None:
+            self.misses += 1
+            return decode_message(raw)
+        self.hits += 1
+        return msg
+
+    def __len__(self) -> int:
+        return len(self._sent)
 
 
 class PartitionView:
@@ -360,7 +400,8 @@ class BatchLimits:
     records: int = 1000
     #: A batch is closed once stepping it took this long, records left or not.
     millis: float = 50.0
-    #: Decoded journeys (and as many aliases) kept across batches (``Decoded``).
+    #: Decoded journeys (and as many aliases) kept across batches (``Decoded``),
+    #: and internal messages kept from their send until read back (``Messages``).
     decoded: int = 10_000
 
 
@@ -375,6 +416,7 @@ class BatchEngine:
         reader: TableReader,
         sink: Sink,
         limits: BatchLimits | None = None,
+        messages: Messages | None = None,
     ) -> None:
         self.oneid = oneid
         self.policy = policy
@@ -390,6 +432,8 @@ class BatchEngine:
         self.decoded_aliases = Decoded(decode_alias, self.limits.decoded)
         self.decoded_journeys = Decoded(decode_state, self.limits.decoded)
         self.decoded_decisions = Decoded(decode_decisions, self.limits.decoded)
+        #: The internal topic's codec (the worker's sink encodes with it).
+        self.messages = Messages(self.limits.decoded) if messages is None else messages
 
     async def process(self, records: Sequence[Record]) -> None:
         """Apply ``records`` (each partition's in offset order), in batches."""
@@ -510,7 +554,7 @@ class BatchEngine:
             return
         try:
             key = (record.key or b"").decode()
-            message = record.message or decode_message(record.value or b"")
+            message = record.message or self.messages.decode(record.value or b"")
         except (InvalidEvent, AttributeError, KeyError, TypeError, ValueError) as exc:
             meta = RecordMeta(record.topic, partition, record.offset, record.timestamp_ms)
             letter = dead_letter(record.value or b"", meta, "schema_violation", f"internal: {exc}")

@@ -98,8 +98,9 @@ class Settings(BaseSettings):
         default=10_000,
         ge=0,
         description="Decoded journeys (and as many aliases) a worker keeps between batches, "
-        "reused while their stored record is unchanged; about 10 kB each. 0 decodes every "
-        "record on every batch.",
+        "reused while their stored record is unchanged; about 10 kB each; and as many "
+        "internal messages it sent, kept until it reads them back (not decoded then). 0 "
+        "decodes every record on every batch.",
     )
     session_timeout_seconds: float = Field(
         default=30.0,

@@ -36,8 +36,7 @@ from faust.types import TP
 from models.trainer import encode_example
 from schemas.codec import encode
 from schemas.outputs import Action, Alert, LiveTrigger
-from streams.batch import Batch
-from streams.core.oneid import encode_message
+from streams.batch import Batch, Messages
 from streams.runtime import partition_of
 from streams.topics import Topics
 
@@ -159,8 +158,11 @@ class KafkaSink:
         topics: Topics,
         tables: FaustTables,
         on_done: Callable[[Batch], None],
+        messages: Messages,
     ) -> None:
         self.app = app
+        #: The internal topic's codec, shared with the engine (``streams.batch.Messages``).
+        self.messages = messages
         self.tables = tables
         self.on_done = on_done
         self.keyed = topics.keyed.name
@@ -182,7 +184,7 @@ class KafkaSink:
         """Every record the batch decided, then one wait for all the acks."""
         out = self.outbox()
         for target, msg in batch.messages:
-            out.add(self.keyed, target.encode(), encode_message(msg))
+            out.add(self.keyed, target.encode(), self.messages.encode(msg))
         for letter in batch.dead_letters:
             key = letter.event_id.encode() if letter.event_id else None
             out.add(self.dlq, key, encode(letter))

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 from factories import POLICY, make_raw, shipped_config
 
-from streams.batch import TICK_KEY, Batch, BatchLimits, Record, applied_key
-from streams.core.oneid import OneIdConfig
+from streams.batch import TICK_KEY, Batch, BatchLimits, Messages, Record, applied_key
+from streams.core.oneid import Message, OneIdConfig, decode_message, encode_message
 from streams.runtime import LocalRuntime
 from streams.simulate import SimulationConfig, simulate
 
@@ -187,6 +187,70 @@ def test_remembering_decoded_records_changes_no_result() -> None:
         assert len(rt.engine.decoded_journeys) <= decoded
         results.append(seen)
     assert results[0] == results[1] == results[2]
+
+
+class OnTheTopic(LocalRuntime):
+    """LocalRuntime whose internal records travel as the worker's do: as
+    bytes encoded by the engine's ``Messages``, with every message noted."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.sent: list[Message] = []
+
+    def record(self, partition: int, offset: int, key: str, msg: Message) -> Record:
+        self.sent.append(msg)
+        raw = self.engine.messages.encode(msg)
+        return Record("keyed", "internal", partition, offset, key.encode(), raw)
+
+
+def test_internal_messages_read_back_equal_what_was_sent() -> None:
+    # the worker skips decoding records it sent itself (streams.batch.Messages):
+    # that is only sound if decoding one gives back the message sent
+    rt = runtime(OnTheTopic)
+    assert isinstance(rt, OnTheTopic)
+    asyncio.run(rt.admit(touchpoints(simulated(5, 40, 1200))))
+    asyncio.run(rt.run())
+    kinds = {msg.kind for msg in rt.sent}
+    assert {"route", "link", "propose", "accepted", "absorb", "fold"} <= kinds, kinds
+    for msg in rt.sent:
+        assert decode_message(encode_message(msg)) == msg
+
+
+def test_sent_messages_kept_or_not_give_the_same_results() -> None:
+    raws = simulated(7, 60, 1200)
+    results = []
+    for kept in (0, 3, 10_000):
+        rt = OnTheTopic(
+            OneIdConfig(shipped_config()),
+            4,
+            60_000,
+            policy=POLICY,
+            limits=BatchLimits(decoded=kept),
+        )
+        asyncio.run(rt.admit(touchpoints(raws)))
+        asyncio.run(rt.run())
+        assert len(rt.engine.messages) <= kept
+        assert (rt.engine.messages.hits > 0) == (kept > 0)
+        outputs = sorted(o.model_dump_json() for o in rt.outputs)
+        results.append((rt.journeys, rt.aliases, rt.decisions, outputs, rt.counts))
+    assert results[0] == results[1] == results[2]
+    assert applied(raws)[0].journeys == results[0][0]  # messages passed as objects
+
+
+def test_a_sent_message_is_kept_until_read_back_once() -> None:
+    messages = Messages(2)
+    rt = runtime(OnTheTopic)
+    assert isinstance(rt, OnTheTopic)
+    asyncio.run(rt.admit(touchpoints(comments(3))))
+    asyncio.run(rt.run())
+    first, second, third = rt.sent[:3]
+    raws = [messages.encode(m) for m in (first, second, third)]  # the first is pushed out
+    assert len(messages) == 2
+    assert messages.decode(raws[1]) is second
+    again = messages.decode(raws[1])  # read twice (a redelivery): decoded
+    assert again == second and again is not second
+    assert messages.decode(raws[0]) == first
+    assert (messages.hits, messages.misses, len(messages)) == (1, 2, 1)
 
 
 def test_decisions_have_a_table_of_their_own_written_when_they_change() -> None:

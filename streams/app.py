@@ -29,6 +29,7 @@ import orjson
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
+from streams import zstd
 from streams.batch import (
     TABLES,
     TICK_KEY,
@@ -70,6 +71,7 @@ class Journeyflow:
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Journeyflow:
     """Build the worker for these settings (no I/O until it starts)."""
+    zstd.install()  # aiokafka's zstd with kept contexts (streams.zstd)
     metrics = Metrics(registry or CollectorRegistry())
     specs = topics_for(settings)
     datadir = settings.data_dir / f"{settings.app_id}-worker-{settings.web_port}"

@@ -19,6 +19,7 @@ do not go through its per-event stream iteration: the consumer
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ log = logging.getLogger("journeyflow")
 
 #: Largest produce batch per partition (aiokafka's default is 16 KiB).
 PRODUCER_BATCH_BYTES = 256 * 1024
+#: How long a stopping worker waits for its last batch to be sent and written.
+FINISH_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
@@ -178,6 +181,24 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         messages,
     )
     transport.apply = engine.process
+
+    crashing: list[asyncio.Future[None]] = []
+
+    def batch_failed(exc: BaseException) -> None:
+        # as when the error ended the fetch loop (the next fetch now raises it too)
+        crashing.append(asyncio.ensure_future(app.crash(exc)))
+
+    engine.on_failure = batch_failed
+
+    @app.on_before_shutdown.connect
+    async def finish_last_batch(sender: faust.App, **kwargs: Any) -> None:
+        """The batch still being sent and written when the worker stops goes
+        out whole (a stop need not repeat it at the next start)."""
+        try:
+            await asyncio.wait_for(engine.drain(), timeout=FINISH_TIMEOUT_SECONDS)
+        except Exception as exc:  # its records are not acknowledged: applied again
+            log.warning("the last batch was not finished before stopping: %r", exc)
+
     if learning is not None:
         process = engine.process
 

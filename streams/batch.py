@@ -18,6 +18,10 @@ records and milliseconds). Applying it:
    changelog records, waits for their acks, then writes its local store.
 4. **Done**: the input records may be committed (:meth:`Sink.done`).
 
+Steps 2-4 of a batch overlap step 1 of the next (:meth:`BatchEngine.process`):
+the next batch reads the changes of the one being sent and written from an
+:class:`Overlay`, and is sent only once that one is done.
+
 So an output is acknowledged before the state that produced it is written;
 a crash between 2 and 3 repeats the batch's outputs under the same ids (at
 most one batch), never loses one, and a redelivered record changes nothing
@@ -32,6 +36,8 @@ implements them over dicts for replay and the tests.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -71,6 +77,8 @@ from streams.core.oneid import (
 )
 from streams.core.rules import Output
 from streams.timer_index import TimerIndex
+
+log = logging.getLogger(__name__)
 
 #: Key of the idle-tick records on the internal topic (never a customer id).
 TICK_KEY = b"\x00tick"
@@ -378,9 +386,32 @@ class Batch:
     clocks: dict[int, int] = field(default_factory=dict)
     #: ``time.perf_counter()`` when stepping began (for the shell's metrics).
     started: float | None = None
+    _changes: Changes | None = None
 
     def changes(self) -> Changes:
-        return {p: c for p, view in self.views.items() if (c := view.changes())}
+        """Every changed key of every partition, encoded once (the batch is
+        closed: its views change no more)."""
+        if self._changes is None:
+            self._changes = {p: c for p, view in self.views.items() if (c := view.changes())}
+        return self._changes
+
+
+class Overlay:
+    """The committed state as the next batch must read it: the changes of the
+    batch still being sent and written, over the reader's committed records."""
+
+    def __init__(self, reader: TableReader) -> None:
+        self.reader = reader
+        self.changes: Changes = {}
+
+    def read(self, table: str, partition: int, key: bytes) -> bytes | None:
+        if self.changes:
+            tables = self.changes.get(partition)
+            if tables is not None:
+                kv = tables.get(table)
+                if kv is not None and key in kv:
+                    return kv[key]
+        return self.reader.read(table, partition, key)
 
 
 class Sink(Protocol):
@@ -403,6 +434,9 @@ class BatchLimits:
     #: Decoded journeys (and as many aliases) kept across batches (``Decoded``),
     #: and internal messages kept from their send until read back (``Messages``).
     decoded: int = 10_000
+    #: While the previous batch is being sent and written, stepping lets the
+    #: event loop take its acknowledgements at least this often (seconds).
+    yield_every: float = 0.005
 
 
 class BatchEngine:
@@ -421,9 +455,16 @@ class BatchEngine:
         self.oneid = oneid
         self.policy = policy
         self.timer_width_ms = timer_width_ms
-        self.reader = reader
+        #: What batches read: the committed state under the changes of the
+        #: batch being sent and written.
+        self.overlay = Overlay(reader)
+        self.reader: TableReader = self.overlay
         self.sink = sink
         self.limits = limits or BatchLimits()
+        #: The last batch's send, write and done, while under way.
+        self._tail: asyncio.Future[None] | None = None
+        #: Called with the error of a batch that could not be sent or written.
+        self.on_failure: Callable[[BaseException], None] | None = None
         #: One due-time index per partition, pointed at each batch's view (it
         #: keeps the partition's decoded clock while its record is unchanged).
         self._indexes: dict[int, TimerIndex] = {}
@@ -436,27 +477,71 @@ class BatchEngine:
         self.messages = Messages(self.limits.decoded) if messages is None else messages
 
     async def process(self, records: Sequence[Record]) -> None:
-        """Apply ``records`` (each partition's in offset order), in batches."""
+        """Apply ``records`` (each partition's in offset order), in batches.
+
+        Pipelined one deep: a batch is stepped while the one before it is
+        sent and written (it reads that batch's changes from :class:`Overlay`),
+        and is sent only once the one before is written and done. So at most
+        one batch has outputs acknowledged and state unwritten, as before;
+        and the acknowledgement round trips overlap the next batch's CPU work,
+        also across calls: this returns with its last batch still being sent
+        and written (:meth:`drain` waits for it). An error sending or writing
+        a batch is raised by the next call (or ``drain``), before anything
+        more is sent, and passed to :attr:`on_failure` at once.
+        """
         start = 0
         limit = self.limits.records
         budget = self.limits.millis / 1000
+        every = self.limits.yield_every
         clock = time.perf_counter
         while start < len(records):
             began = clock()
             batch = Batch(started=began)
             deadline = began + budget
+            next_yield = began + every
             end = start
             while end < len(records) and end - start < limit:
                 self.step(batch, records[end])
                 end += 1
-                if clock() > deadline:
+                now = clock()
+                if now > deadline:
                     break
+                if now > next_yield and self._tail is not None:
+                    await asyncio.sleep(0)  # the previous batch's acks, sent on meanwhile
+                    next_yield = clock() + every
             batch.records = records[start:end]
             self.close(batch)
+            changes = batch.changes()
+            await self.drain()
+            self.overlay.changes = changes
+            self._tail = asyncio.ensure_future(self._finish(batch))
+            await asyncio.sleep(0)  # its records go out before the next batch is stepped
+            start = end
+
+    async def _finish(self, batch: Batch) -> None:
+        """Send, write, done: a batch's outputs are acknowledged before its state is written."""
+        try:
             await self.sink.send(batch)
             await self.sink.write(batch)
             self.sink.done(batch)
-            start = end
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            log.error(
+                "a batch of %d records could not be sent or written: %r", len(batch.records), exc
+            )
+            if self.on_failure is not None:
+                self.on_failure(exc)
+            raise
+        finally:
+            if self.overlay.changes is batch.changes():
+                self.overlay.changes = {}  # written, or never to be: the store answers
+
+    async def drain(self) -> None:
+        """Wait until the last batch is sent, written and done (raises its error)."""
+        tail, self._tail = self._tail, None
+        if tail is not None:
+            await tail
 
     def step(self, batch: Batch, record: Record) -> None:
         if record.stream == "keyed":

@@ -144,6 +144,7 @@ class LocalRuntime:
     async def admit(self, records: Sequence[Record]) -> None:
         """Raw touchpoint (or feedback) records through the worker's first stage."""
         await self.engine.process(records)
+        await self.engine.drain()
 
     def record(self, partition: int, offset: int, key: str, msg: Message) -> Record:
         """The internal-topic record a queued message is read as."""
@@ -177,6 +178,7 @@ class LocalRuntime:
     async def apply(self, records: Sequence[Record]) -> None:
         """One partition's records through the batch protocol."""
         await self.engine.process(records)
+        await self.engine.drain()
 
     async def advance_all(self, to_ms: int) -> None:
         """Move every partition's clock to ``to_ms``: an idle tick record on

@@ -82,6 +82,46 @@ def test_outputs_are_sent_before_the_state_that_made_them_is_written() -> None:
     assert sent_outputs == len(rt.outputs) > 0
 
 
+class SlowAcks(Recording):
+    """Recording whose sends take a while to be acknowledged, noting when each
+    record is stepped."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        step = self.engine.step
+
+        def noted(batch: Batch, record: Record) -> None:
+            self.calls.append(("step", record.offset, 0))
+            step(batch, record)
+
+        self.engine.step = noted  # type: ignore[method-assign]
+
+    async def send(self, batch: Batch) -> None:
+        self.calls.append(("send", len(batch.records), len(batch.outputs)))
+        await asyncio.sleep(0.02)  # the acknowledgements' round trip
+        await LocalRuntime.send(self, batch)
+
+
+def test_the_next_batch_is_stepped_while_one_is_acknowledged_and_sent_after_it_is_done() -> None:
+    rt = runtime(SlowAcks, records=4)
+    assert isinstance(rt, SlowAcks)
+    asyncio.run(rt.admit(touchpoints(comments(12))))
+    what = [c[0] for c in rt.calls]
+    # batch 2's records are stepped while batch 1's send waits for its acks
+    assert what[:10] == ["step"] * 4 + ["send"] + ["step"] * 4 + ["write"]
+    # every batch sent only once the one before is written and done
+    finishing = [w for w in what if w != "step"]
+    assert finishing == ["send", "write", "done"] * 3
+    # and the pipeline changed nothing: the same as one record per batch, unpipelined
+    asyncio.run(rt.run())
+    one_by_one = runtime(records=1)
+    for offset, raw in enumerate(comments(12)):
+        asyncio.run(one_by_one.admit(touchpoints([raw], offset)))
+    asyncio.run(one_by_one.run())
+    assert rt.journeys == one_by_one.journeys
+    assert sorted(o.id for o in rt.outputs) == sorted(o.id for o in one_by_one.outputs)
+
+
 def test_a_key_changed_by_many_records_of_a_batch_is_written_once() -> None:
     rt = runtime(Recording)
     assert isinstance(rt, Recording)

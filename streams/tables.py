@@ -8,8 +8,10 @@ upgrade must re-run ``tests/integration/test_rebalance.py`` and
 
 - ``Table.data`` is the table's store. RocksDB: ``Store._db_for_partition(p)``
   (a rocksdict ``Rdict`` in raw mode, one per partition, as Faust's own
-  ``apply_changelog_batch`` writes it) and ``Store.set_persisted_offset(tp,
-  offset)`` (where recovery starts reading the changelog). Memory:
+  ``apply_changelog_batch`` writes it) and ``Store.offset_key``, the key
+  under which ``Store.set_persisted_offset`` keeps the changelog offset
+  recovery starts reading from (written here in the same batch as the
+  records). Memory:
   ``Store.data``, a dict.
 - ``Table.changelog_topic.get_topic_name()``; changelog records are the raw
   key and value (the tables use the raw serializer), a tombstone deletes.
@@ -31,7 +33,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import rocksdict
-from faust.types import TP
 
 from models.trainer import encode_example
 from schemas.codec import encode
@@ -48,9 +49,14 @@ class FaustTables:
     def __init__(self, tables: dict[str, Any], rocksdb: bool) -> None:
         self.tables = tables
         self.rocksdb = rocksdb
+        self._changelogs: dict[str, str] = {}
 
     def changelog(self, table: str) -> str:
-        return str(self.tables[table].changelog_topic.get_topic_name())
+        name = self._changelogs.get(table)
+        if name is None:
+            topic = self.tables[table].changelog_topic
+            name = self._changelogs[table] = str(topic.get_topic_name())
+        return name
 
     def read(self, table: str, partition: int, key: bytes) -> bytes | None:
         store = self.tables[table].data
@@ -70,8 +76,11 @@ class FaustTables:
                     batch.delete(key)
                 else:
                     batch.put(key, value)
+            # the changelog offset they reach, in the same atomic write (what
+            # Store.set_persisted_offset writes): the store never claims an
+            # offset its records do not hold, and one write instead of two
+            batch.put(store.offset_key, str(offset).encode())
             store._db_for_partition(partition).write(batch)
-            store.set_persisted_offset(TP(self.changelog(table), partition), offset)
         else:
             for key, value in changes.items():
                 if value is None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
 
 from schemas.codec import InvalidEvent, decode_touchpoint, encode
 from schemas.events import TouchpointEvent
@@ -59,7 +61,22 @@ class Admitted:
 
 
 def epoch_ms(event: TouchpointEvent) -> int:
-    return int(event.occurred_at.timestamp() * 1000)
+    """When the event occurred, epoch ms. Asked several times per event on the
+    hot path (admission, One-ID, the journey, the clock), and an aware
+    datetime's ``timestamp()`` costs about 0.6 µs: the newest are remembered
+    (equal aware datetimes are the same instant).
+
+    >>> from datetime import datetime, timedelta, timezone
+    >>> at = datetime(2026, 11, 11, 20, tzinfo=timezone(timedelta(hours=8)))
+    >>> instant_ms(at), instant_ms(at.astimezone(timezone.utc))
+    (1794398400000, 1794398400000)
+    """
+    return instant_ms(event.occurred_at)
+
+
+@lru_cache(maxsize=4096)
+def instant_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
 
 
 def dead_letter(

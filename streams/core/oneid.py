@@ -112,7 +112,7 @@ from streams.core.actions import Budget, on_feedback
 from streams.core.engine import CoreConfig, step
 from streams.core.identity import order_key, typed_identifiers
 from streams.core.ids import output_id
-from streams.core.ingest import Admitted, RecordMeta, dead_letter
+from streams.core.ingest import Admitted, RecordMeta, dead_letter, epoch_ms
 from streams.core.journey import (
     JourneyState,
     Outcome,
@@ -341,7 +341,7 @@ def decode_message(raw: bytes) -> Message:
 def message_event_ms(msg: Message) -> int | None:
     """Event time of the touchpoint a message carries (``route``, ``apply``)."""
     event = getattr(msg, "event", None)
-    return None if event is None else _event_ms(event)
+    return None if event is None else epoch_ms(event)
 
 
 def route_event(admitted: Admitted, *, quiet: bool = False) -> tuple[str, Route]:
@@ -500,10 +500,6 @@ def _at(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def _event_ms(event: TouchpointEvent) -> int:
-    return int(event.occurred_at.timestamp() * 1000)
-
-
 def _route(key: str, msg: Route, fx: Effects, config: _Context, position: str) -> None:
     # routed on from a shared identifier: it was checked where it entered
     source = None if msg.tried else parse_source(msg.source)
@@ -561,7 +557,7 @@ def _anchor(
         if changed:
             fx.set_alias(alias)
         if newly:
-            fx.outputs.append(_shared_alert(key, event.event_id, _event_ms(event)))
+            fx.outputs.append(_shared_alert(key, event.event_id, epoch_ms(event)))
             fx.refusals.append("shared")
         if fx.alias is not None and fx.alias.shared:
             fx.sends.append((others[0], Route(event, msg.source, (*msg.tried, key), msg.quiet)))
@@ -587,7 +583,7 @@ def _apply(
         fx.sends.append((root, msg))
         return
     event = msg.event
-    at_ms = _event_ms(event)
+    at_ms = epoch_ms(event)
     late_by = 0 if msg.quiet or config.clock_ms is None else config.clock_ms - at_ms
     if late_by > config.config.too_late_ms:
         fx.dead_letters.append(_too_late(event, msg.source, late_by, config.config))

@@ -94,6 +94,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Upper bound assumed for open-loop rates when choosing how far back event time starts.
 OPEN_RATE_CAP = 10_000.0
 POLL = 0.2  # seconds between offset polls
+#: The baseline's state topic keeps every record this long (``min.compaction.lag.ms``).
+DAY_MS = 24 * 3600 * 1000
 BENCH_PII_KEY = "journeyflow-bench-key"
 #: The worker's idle ticks are off. They move a partition's clock to the input's low
 #: watermark, which is wall-clock time (the Kafka timestamps, or now when nothing is
@@ -668,9 +670,12 @@ class Run:
         output_topic = ns.topic("bench-baseline-outputs")
         dlq_topic = ns.topic("bench-baseline-dlq")
         await create_topics(ns.bootstrap, [output_topic, dlq_topic], ns.partitions)
-        await create_topics(
-            ns.bootstrap, [state_topic], ns.partitions, {"cleanup.policy": "compact"}
-        )
+        # compacted as a changelog is, but not while the run reads it back: the
+        # log cleaner removed the first writes of most events once a segment
+        # rolled (every event rewrites a whole state), which made the
+        # baseline's latencies tens of seconds and its bytes per event tiny
+        state_config = {"cleanup.policy": "compact", "min.compaction.lag.ms": str(DAY_MS)}
+        await create_topics(ns.bootstrap, [state_topic], ns.partitions, state_config)
         cmd = [sys.executable, "-m", "bench.baseline", "--topic", ns.touchpoints]
         cmd += ["--group", group, "--state-topic", state_topic]
         cmd += ["--output-topic", output_topic, "--dlq-topic", dlq_topic]

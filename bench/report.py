@@ -237,6 +237,17 @@ def render(r: dict[str, Any]) -> str:
         )
         + f"; baseline state topic {_num(bst.get('bytes_per_input_event'))} per input event.",
     ]
+    compacted = [
+        f"`{topic}` keeps {_num(s['records'])} of {_num(s['records_by_offsets'])}"
+        for stats in (chl, bst)
+        for topic, s in stats.get("topics", {}).items()
+        if s.get("records_by_offsets") and s["records"] < s["records_by_offsets"]
+    ]
+    if compacted:
+        lines.append(
+            "**Compaction ran during the run** (first writes were removed, so latencies "
+            "and bytes of these topics are not to be trusted): " + "; ".join(compacted) + "."
+        )
     if chl.get("on_disk"):
         lines.append(
             f"On the broker's disk (batches as produced, compressed): worker "

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import click
 
-#: Closed-loop events: at ~10,000 events/s the worker's closed loop lasts 20 s.
-DEFAULT_EVENTS = 50_000
+#: Closed-loop events: enough for the worker's closed loop to last 20 s or more at
+#: the ~3,600 events/s it manages on a 2-core machine (``BENCHMARKS.md``).
+DEFAULT_EVENTS = 100_000
 QUICK_EVENTS = 2000
 #: The default closed-loop timeout grows past 600 s by 1 s per this many events (a
 #: profiled worker on a shared 2-core machine may manage a few hundred events/s).
@@ -55,7 +56,7 @@ def _rates(value: str) -> tuple[float, ...]:
     "--events",
     type=click.IntRange(100, 1_000_000),
     default=None,
-    help="Simulated events for the closed loop  [default: 50000; 2000 with --quick]",
+    help="Simulated events for the closed loop  [default: 100000; 2000 with --quick]",
 )
 @click.option(
     "--bootstrap",

@@ -369,6 +369,20 @@ def _newest(items: Any, limit: int) -> tuple[Any, ...]:
     return tuple(ordered[-limit:]) if len(ordered) > limit else tuple(ordered)
 
 
+def _with_newest(ordered: tuple[Any, ...], item: Any, limit: int) -> tuple[Any, ...]:
+    """``_newest((*ordered, item), limit)`` for the sorted ``recent`` window:
+    an event newer than all it holds (nearly every one) is appended, not sorted in.
+
+    >>> window = ((1, "a"), (3, "c"))
+    >>> _with_newest(window, (4, "d"), 2), _with_newest(window, (2, "b"), 2)
+    (((3, 'c'), (4, 'd')), ((2, 'b'), (3, 'c')))
+    """
+    if ordered and item < ordered[-1]:
+        return _newest((*ordered, item), limit)
+    out = (*ordered, item)
+    return out[-limit:] if len(out) > limit else out
+
+
 def _later(a: tuple[int, str] | None, b: tuple[int, str] | None) -> tuple[int, str] | None:
     if a is None:
         return b
@@ -453,8 +467,8 @@ def apply_event(
             "duplicates": state.duplicates + 1,
             # this record too, so that reading it again (a restart re-sending
             # it on a new position) is known as a redelivery, not counted twice
-            "recent": _newest(
-                (*state.recent, (t_dup, event.event_id, source)), limits.recent_event_ids
+            "recent": _with_newest(
+                state.recent, (t_dup, event.event_id, source), limits.recent_event_ids
             )
             if source
             else state.recent,
@@ -475,7 +489,7 @@ def apply_event(
         "channel_counts": _bump(state.channel_counts, event.channel),
         "event_counts": _bump(state.event_counts, key),
         "last_ms_by_type": {**state.last_ms_by_type, key: newest_of_type},
-        "recent": _newest((*state.recent, (t, event.event_id, source)), limits.recent_event_ids),
+        "recent": _with_newest(state.recent, (t, event.event_id, source), limits.recent_event_ids),
         "source_offsets": advance_position(state.source_offsets, position),
     }
     if entered is not None:

@@ -881,8 +881,8 @@ async def profile_run(
     """A closed loop of a fresh worker with py-spy attached. A failure here (e.g. the
     worker crashes) is recorded in the results instead of ending the benchmark."""
     tool = (
-        "py-spy record --nonblocking --threads --rate 100 "
-        "(active samples only: a thread waiting in epoll is not sampled)"
+        "py-spy record --nonblocking --gil --threads --rate 100 "
+        "(samples of the thread holding the interpreter lock only: time on the CPU in Python)"
     )
     prof, _, _, p_ready = await run.start_worker(ns, "worker-profiled")
     raw_path = run.workdir / "worker-profile.txt"

@@ -2,8 +2,12 @@
 
 py-spy samples the worker from outside (no code in the worker changes, no
 tracing hook slowing every call), ``--nonblocking`` so the worker is never
-paused. Only active samples are kept (a thread waiting in ``epoll`` is idle
-and not sampled), so percentages are shares of the worker's busy time.
+paused, and ``--gil``: only samples of the thread holding the interpreter
+lock are kept, so percentages are shares of the worker's time on the CPU in
+Python. Without it, a thread waiting to take the lock back after a C call
+that released it (a socket write, a compression) was sampled in that call:
+at 450 events/s such waits put 11 % in socket writes and 9 % in zstd that
+were not CPU (``BENCHMARKS.md``, fifth session).
 
 The summary has three views of the same samples:
 
@@ -149,6 +153,7 @@ class PySpy:
             "--rate",
             str(rate),
             "--nonblocking",
+            "--gil",
             "--nolineno",
             "--threads",
             "--output",

@@ -266,7 +266,13 @@ def render(r: dict[str, Any]) -> str:
     if prof.get("samples"):
         lines += [
             "",
-            f"### Profile (py-spy, {prof['samples']:,} active samples of the worker process; "
+            f"### Profile (py-spy, {prof['samples']:,} "
+            + (
+                "samples holding the interpreter lock"
+                if "--gil" in prof.get("tool", "")
+                else "active samples"
+            )
+            + " of the worker process; "
             + ", ".join(f"{k} {p}%" for k, p in prof.get("threads_pct", {}).items())
             + ")",
             "",

@@ -7,10 +7,10 @@ one core:
   ``streams.runtime.LocalRuntime`` (``streams.batch.BatchEngine``) fed the
   raw touchpoint records in chunks of :data:`CHUNK` (``admit``, then ``run``
   until every One-ID message is handled), with the worker's batch limits.
-  Internal-topic records are encoded and decoded as the topic carries them
-  (``streams.batch.Messages``, as the worker: a record this process sent is not
-  decoded again), tables are dicts of the bytes
-  the worker's tables store (each changed key encoded once per batch), and
+  Internal-topic records are encoded as the topic carries them and read
+  back through ``streams.batch.Messages``, as the worker reads them (a record
+  this process sent is not decoded again); tables are dicts of the bytes the
+  worker's tables store (each changed key encoded once per batch), and
   every output, merge and dead letter is stamped and encoded (every labelled
   example encoded) as the worker's sink does. Everything the worker does per
   event except Kafka, Faust and RocksDB: admission, One-ID, the journey

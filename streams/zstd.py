@@ -10,8 +10,7 @@ outputs), and that set-up was about a tenth of its CPU at 450 events/s
 runs on the worker's loop, the consumer in Faust's consumer thread) does the
 same work in 2-4 µs. The frames are standard zstd frames: the broker, Java
 clients and ``cramjam`` read them. A frame that does not record its content
-size (some streaming writers leave it out) is decompressed by aiokafka's own
-function.
+size (some streaming writers leave it out) is decompressed as a stream.
 
 Internals relied on (aiokafka 0.14, pinned): the record modules
 ``aiokafka.record.default_records`` and its compiled twin
@@ -24,7 +23,6 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import zstandard
@@ -68,11 +66,7 @@ def zstd_decode(payload: Any) -> bytes:
     try:
         return _decompressor().decompress(payload)
     except zstandard.ZstdError:  # no content size in the frame header: stream it
-        return _fallback_decode(payload)
-
-
-def _fallback_decode(payload: Any) -> bytes:
-    return _decompressor().decompressobj().decompress(bytes(payload))
+        return _decompressor().decompressobj().decompress(bytes(payload))
 
 
 def install() -> list[str]:
@@ -84,12 +78,7 @@ def install() -> list[str]:
             module = importlib.import_module(name)
         except ImportError:
             continue
-        functions: dict[str, Callable[..., bytes]] = {
-            "zstd_encode": zstd_encode,
-            "zstd_decode": zstd_decode,
-        }
-        for attr, fn in functions.items():
-            if hasattr(module, attr):
-                setattr(module, attr, fn)
+        module.zstd_encode = zstd_encode  # type: ignore[attr-defined]
+        module.zstd_decode = zstd_decode  # type: ignore[attr-defined]
         patched.append(name)
     return patched

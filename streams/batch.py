@@ -56,11 +56,11 @@ from streams.core.identity import normalise, parse_typed
 from streams.core.ingest import IngestPolicy, RecordMeta, admit, dead_letter
 from streams.core.journey import (
     DecisionRecord,
+    JourneyRecords,
     JourneyState,
     decode_decisions,
     decode_state,
     encode_decisions,
-    encode_journey_record,
 )
 from streams.core.oneid import (
     Alias,
@@ -228,12 +228,14 @@ class PartitionView:
         aliases: Decoded[Alias] | None = None,
         journeys: Decoded[JourneyState] | None = None,
         decisions: Decoded[DecisionRecord] | None = None,
+        records: JourneyRecords | None = None,
     ) -> None:
         self.reader = reader
         self.partition = partition
         self._decoded_aliases = Decoded(decode_alias, 0) if aliases is None else aliases
         self._decoded_journeys = Decoded(decode_state, 0) if journeys is None else journeys
         self._decoded_decisions = Decoded(decode_decisions, 0) if decisions is None else decisions
+        self._records = JourneyRecords(0) if records is None else records
         self._aliases: dict[str, Alias | None] = {}
         self._journeys: dict[str, JourneyState | None] = {}
         #: The decision fields each journey read had in the ``decisions`` table.
@@ -309,7 +311,7 @@ class PartitionView:
             )
         if self._dirty_journeys:
             out["journeys"] = _encoded(
-                self._journeys, self._dirty_journeys, encode_journey_record, self._decoded_journeys
+                self._journeys, self._dirty_journeys, self._records.encode, self._decoded_journeys
             )
             decisions = self._decisions_changed()
             if decisions:
@@ -473,6 +475,8 @@ class BatchEngine:
         self.decoded_aliases = Decoded(decode_alias, self.limits.decoded)
         self.decoded_journeys = Decoded(decode_state, self.limits.decoded)
         self.decoded_decisions = Decoded(decode_decisions, self.limits.decoded)
+        #: The journeys table's encoder (remembers busy customers' recent windows).
+        self.journey_records = JourneyRecords(self.limits.decoded)
         #: The internal topic's codec (the worker's sink encodes with it).
         self.messages = Messages(self.limits.decoded) if messages is None else messages
 
@@ -606,6 +610,7 @@ class BatchEngine:
                 self.decoded_aliases,
                 self.decoded_journeys,
                 self.decoded_decisions,
+                self.journey_records,
             )
         return view
 

@@ -98,9 +98,10 @@ class Settings(BaseSettings):
         default=10_000,
         ge=0,
         description="Decoded journeys (and as many aliases) a worker keeps between batches, "
-        "reused while their stored record is unchanged; about 10 kB each; and as many "
-        "internal messages it sent, kept until it reads them back (not decoded then). 0 "
-        "decodes every record on every batch.",
+        "reused while their stored record is unchanged, and the recent-id windows of as "
+        "many journey records as written (a window one event changed is not encoded "
+        "again); up to about 20 kB each; and as many internal messages it sent, kept "
+        "until it reads them back (not decoded then). 0 decodes every record on every batch.",
     )
     session_timeout_seconds: float = Field(
         default=30.0,

@@ -81,7 +81,7 @@ from streams.core.contacts import (
 )
 from streams.core.errors import CoreError
 from streams.core.ids import output_id
-from streams.core.journey import JourneyLimits, JourneyState
+from streams.core.journey import JourneyLimits, JourneyState, evolve
 from streams.core.profile import tags_for
 from streams.core.scoring import Scoring
 
@@ -651,7 +651,7 @@ def _contacted(
     )
     contacts = prune(state.contacts, at_ms, catalog.keep_ms)
     contacts = add_contact(contacts, contact, limits.contacts)
-    return state.model_copy(update={"contacts": contacts})
+    return evolve(state, {"contacts": contacts})
 
 
 def send_as(
@@ -786,7 +786,7 @@ def on_feedback(state: JourneyState, feedback: Feedback, config: ActionsConfig) 
     else:
         return settled
     contacts = (*state.contacts[:index], contact, *state.contacts[index + 1 :])
-    settled.state = state.model_copy(update={"contacts": contacts, "ignored": ignored})
+    settled.state = evolve(state, {"contacts": contacts, "ignored": ignored})
     return settled
 
 
@@ -807,5 +807,5 @@ def on_clock(state: JourneyState, now_ms: int) -> Settled:
             c = with_status(c, "ignored", awaiting)
         contacts.append(c)
     if settled.examples:
-        settled.state = state.model_copy(update={"contacts": tuple(contacts), "ignored": ignored})
+        settled.state = evolve(state, {"contacts": tuple(contacts), "ignored": ignored})
     return settled

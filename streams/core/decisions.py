@@ -39,7 +39,7 @@ from schemas.events import TouchpointEvent
 from schemas.vocabulary import TRANSACTION_EVENTS
 from streams.core.actions import ActionsConfig, ActionScorer
 from streams.core.ids import output_id
-from streams.core.journey import JourneyLimits, JourneyState
+from streams.core.journey import JourneyLimits, JourneyState, evolve
 from streams.core.scoring import Scoring
 
 #: Event types that are a decision point whatever else happens.
@@ -143,7 +143,7 @@ def record_decision(
         return state, (), None, False
     update = {"decisions": decisions, "last_decision_ms": max(at_ms, latest or at_ms)}
     due = decision.due_ms(config.horizons_ms)
-    return state.model_copy(update=update), due, decision, dropped is not None
+    return evolve(state, update), due, decision, dropped is not None
 
 
 def label_transaction(
@@ -181,4 +181,4 @@ def _labelled(
     decisions, labelled, examples = result
     if not examples:
         return state, ()
-    return state.model_copy(update={"decisions": decisions, "labelled": labelled}), examples
+    return evolve(state, {"decisions": decisions, "labelled": labelled}), examples

@@ -95,7 +95,6 @@ the next owner of the partition resumes from there.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -356,7 +355,7 @@ def route_event(admitted: Admitted, *, quiet: bool = False) -> tuple[str, Route]
 Refusal = Literal["conflict_member_id", "conflict_wechat_unionid", "too_many_identifiers", "shared"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Effects:
     """What handling one message did: the key's new records, and what to send."""
 
@@ -382,9 +381,9 @@ class Effects:
     feedback: Literal["counted", "repeated", "unknown"] | None = None
     refusals: list[Refusal] = field(default_factory=list)
     #: Catalog actions left out at decisions here, by reason.
-    left_out: Counter[str] = field(default_factory=Counter)
+    left_out: dict[str, int] = field(default_factory=dict)
     #: Decisions recorded here, and open ones dropped unlabelled (``StepResult.decisions``).
-    decisions: Counter[str] = field(default_factory=Counter)
+    decisions: dict[str, int] = field(default_factory=dict)
     #: Messages to send through the topic even when addressed to this key
     #: (``handle`` applies other messages for its own key at once).
     deferred: list[tuple[str, Message]] = field(default_factory=list)
@@ -433,7 +432,7 @@ def handle(
     return fx
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Context:
     config: OneIdConfig
     clock_ms: int | None
@@ -599,8 +598,9 @@ def _apply(
     fx.scheduled.extend(result.scheduled)
     fx.examples.extend(result.examples)
     for reason, n in result.left_out.items():
-        fx.left_out[reason] += n
-    fx.decisions.update(result.decisions)
+        fx.left_out[reason] = fx.left_out.get(reason, 0) + n
+    for what, n in result.decisions.items():
+        fx.decisions[what] = fx.decisions.get(what, 0) + n
     if result.outcome == "redelivered":
         return
     if result.outcome == "erased":

@@ -26,7 +26,14 @@ from schemas.vocabulary import Channel
 from streams.core.conditions import Condition, event_field, render
 from streams.core.errors import CoreError
 from streams.core.ids import output_id
-from streams.core.journey import JourneyLimits, JourneyState, Pending, StageEntry, mark_fired
+from streams.core.journey import (
+    JourneyLimits,
+    JourneyState,
+    Pending,
+    StageEntry,
+    evolve,
+    mark_fired,
+)
 
 Output = Action | Alert | LiveTrigger
 
@@ -197,7 +204,7 @@ def decide(
         )
         already = any(state.last_ms_by_type.get(t, -1) >= occurred_ms for t in rule.cancel_on)
         if not already and len(state.pending) < limits.pending:  # not cancelled in advance
-            state = state.model_copy(update={"pending": (*state.pending, item)})
+            state = evolve(state, {"pending": (*state.pending, item)})
     return state, outputs
 
 
@@ -222,7 +229,7 @@ def fire_due(state: JourneyState, now_ms: int) -> tuple[JourneyState, list[Outpu
         }
         outputs.append(_make(kind, common, fields))
     left = tuple(p for p in state.pending if p.due_ms > now_ms)
-    return state.model_copy(update={"pending": left}), outputs
+    return evolve(state, {"pending": left}), outputs
 
 
 def _decay_stage(state: JourneyState, item: Pending, fields: dict[str, Any]) -> JourneyState:
@@ -230,7 +237,7 @@ def _decay_stage(state: JourneyState, item: Pending, fields: dict[str, Any]) -> 
         return state
     entry = StageEntry(stage=fields["to"], entered_ms=item.due_ms, cause_event_id=item.rule_id)
     history = (*state.stage_history, entry)[-JourneyLimits().stage_history :]
-    return state.model_copy(update={"stage": fields["to"], "stage_history": history})
+    return evolve(state, {"stage": fields["to"], "stage_history": history})
 
 
 def _common(scope: _Scope, decided_at: datetime) -> dict[str, Any]:

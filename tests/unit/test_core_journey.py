@@ -16,8 +16,10 @@ from factories import T0, Journey, epoch_ms, make_admitted, shipped_config
 
 from streams.core.engine import CoreConfig, step
 from streams.core.journey import (
+    DECISION_FIELDS,
     STATE_VERSION,
     JourneyLimits,
+    JourneyRecords,
     JourneyState,
     StageEntry,
     decode_state,
@@ -605,6 +607,40 @@ def test_a_journey_record_leaves_out_what_a_reader_fills_in() -> None:
     legacy = fresh.model_copy(update={"progress": None})  # a v4 journey: not a default
     assert orjson.loads(encode_state(legacy))["progress"] is None
     assert decode_state(encode_state(legacy)).progress is None
+
+
+def test_a_remembered_recent_window_gives_the_same_record() -> None:
+    """The journeys table's encoder splices a customer's recent window from
+    the one it wrote before: the record is the same as one encoded from
+    nothing, through appends, a full window dropping its oldest, a late
+    event sorted in, a duplicate and an event from another source."""
+    small = CoreConfig(
+        shipped_config().stage_model, shipped_config().rules, JourneyLimits(recent_event_ids=4)
+    )
+    j = Journey(config=small)
+    remembering, fresh = JourneyRecords(16), JourneyRecords(0)
+    sends: list[tuple[str, dict[str, Any]]] = [
+        *(("live.comment", {"event_id": f"e-{i}", "at": T0 + i * MIN}) for i in range(6)),
+        ("live.like", {"event_id": "e-late", "at": T0 + 2 * MIN + timedelta(seconds=1)}),
+        ("live.like", {"event_id": "e-5", "at": T0 + 5 * MIN}),  # a producer's duplicate
+        ("live.like", {"event_id": 'e-"7"', "at": T0 + 7 * MIN}),  # JSON escapes
+        *(("live.like", {"event_id": f"f-{i}", "at": T0 + (8 + i) * MIN}) for i in range(3)),
+    ]
+    windows = []
+    for event_type, overrides in sends:
+        j.send(event_type, **overrides)
+        assert j.state is not None
+        raw = remembering.encode(j.state)
+        assert raw == fresh.encode(j.state)
+        decoded = decode_state(raw)
+        assert decoded.recent == j.state.recent
+        assert decoded == j.state.model_copy(
+            update={f: decoded.__dict__[f] for f in DECISION_FIELDS}
+        )
+        windows.append(j.state.recent_event_ids)
+    assert windows[5] == ("e-2", "e-3", "e-4", "e-5")  # full: the oldest dropped
+    assert windows[6] == ("e-late", "e-3", "e-4", "e-5")  # sorted in by event time
+    assert windows[-1] == ('e-"7"', "f-0", "f-1", "f-2")
 
 
 def test_tighter_limits_are_honoured() -> None:

@@ -1,0 +1,86 @@
+"""A worker started on an empty data folder rebuilds its tables from their
+changelogs (``streams.transport.Restore``, a fetch at a time) and carries
+on exactly where the worker before it stopped: it serves the journeys the
+changelog holds, and events it sees again are known as duplicates."""
+
+from __future__ import annotations
+
+import signal
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from conftest import Namespace, WorkerProcess, eventually, http_get
+from kafka_io import produce
+from test_crash import LAST_BOOK, accounted, dataset
+
+from schemas.codec import InvalidEvent, decode_touchpoint
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def identifiers(records: list[tuple[bytes, bytes, int]]) -> list[str]:
+    """``TYPE:VALUE`` of every valid event's (only) identifier, once each."""
+    out: dict[str, None] = {}
+    for _, value, _ in records:
+        try:
+            event = decode_touchpoint(value)
+        except InvalidEvent:
+            continue
+        for kind, raw in event.identities.items():
+            out[f"{kind}:{raw}"] = None
+    return list(out)
+
+
+def profiles(worker: WorkerProcess, who: list[str]) -> dict[str, dict]:
+    out = {}
+    for identifier in who:
+        status, body = http_get(f"{worker.url}/v1/customers/{urllib.parse.quote(identifier)}")
+        assert status == 200, (identifier, status, body)
+        out[identifier] = body
+    return out
+
+
+def test_a_worker_on_an_empty_folder_restores_every_table(
+    namespace: Namespace, tmp_path: Path
+) -> None:
+    first = namespace.worker(tmp_path).start()
+    records = dataset()
+    produce(namespace.bootstrap, namespace.topic("touchpoints"), records)
+    book = eventually(
+        lambda: accounted(namespace),
+        timeout=240,
+        what=lambda: f"all inputs accounted for {LAST_BOOK}; {first.log_tail()}",
+    )
+    who = identifiers(records)
+    assert len(who) > 100
+    served = eventually(
+        lambda: (lambda a, b: a if a == b else None)(profiles(first, who), profiles(first, who)),
+        what="the first worker's journeys to settle",
+    )
+    first.stop(signal.SIGTERM)
+
+    # its own, empty data folder; info says how the tables were restored
+    second = namespace.worker(tmp_path, JOURNEYFLOW_LOG_LEVEL="info").start()
+    assert second.data_dir != first.data_dir
+    assert profiles(second, who) == served
+    eventually(
+        lambda: "changelog records restored" in second.log_path.read_text(),
+        timeout=10,
+        what=lambda: f"the restore reported; {second.log_tail()}",
+    )
+
+    # the restored dedupe windows know these events: none is counted again
+    again = records[:300]
+    produce(namespace.bootstrap, namespace.topic("touchpoints"), again)
+    after = eventually(
+        lambda: (lambda b: b if b and b["in"] == book["in"] + len(again) else None)(
+            accounted(namespace)
+        ),
+        timeout=240,
+        what=lambda: f"the repeats accounted for {LAST_BOOK}; {second.log_tail()}",
+    )
+    invalid = sum(1 for _, value, _ in again if not identifiers([(b"", value, 0)]))
+    assert after["processed"] == book["processed"]
+    assert after["duplicates"] == book["duplicates"] + len(again) - invalid
+    assert after["dead_lettered"] == book["dead_lettered"] + invalid

@@ -151,9 +151,6 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             for name in TABLES
         },
         rocksdb=settings.store == "rocksdb",
-        # about the records of the decoded journeys, their aliases and decisions
-        written=4 * settings.decoded_cache,
-        fence=lambda: (app.consumer_generation_id, bool(app.in_recovery)),
     )
 
     def applied_position(tp: TP) -> int | None:

@@ -28,7 +28,6 @@ changelog another worker would restore from.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -45,44 +44,12 @@ from streams.topics import Topics
 
 class FaustTables:
     """``streams.batch.TableReader`` over the worker's Faust tables, and
-    :meth:`write` for a batch's acknowledged changelog records.
+    :meth:`write` for a batch's acknowledged changelog records."""
 
-    What this worker wrote is remembered (``written`` records, least
-    recently written first out) and read back from memory: the engine reads
-    each key of a batch, also to check that a record it decoded before is
-    still the one stored, and a RocksDB read was about 5 % of a worker's CPU
-    under paced traffic. Only this worker writes a partition's tables while
-    it owns it; anything else (a recovery, another owner's records) comes
-    after a rebalance. So what is remembered is forgotten whenever the
-    consumer's group generation changes or a recovery is under way (``fence``
-    gives both; nothing is remembered then), and the store is read again.
-    """
-
-    def __init__(
-        self,
-        tables: dict[str, Any],
-        rocksdb: bool,
-        written: int = 0,
-        fence: Callable[[], tuple[int | None, bool]] | None = None,
-    ) -> None:
+    def __init__(self, tables: dict[str, Any], rocksdb: bool) -> None:
         self.tables = tables
         self.rocksdb = rocksdb
         self._changelogs: dict[str, str] = {}
-        self.written = written if fence is not None else 0
-        self._fence = fence
-        self._generation: int | None = None
-        self._written: OrderedDict[tuple[str, int, bytes], bytes | None] = OrderedDict()
-
-    def _trusted(self) -> bool:
-        """May remembered records be used (and new ones remembered)?"""
-        if not self.written or self._fence is None:
-            return False
-        generation, in_recovery = self._fence()
-        if in_recovery or generation != self._generation:
-            self._written.clear()
-            self._generation = None if in_recovery else generation
-            return not in_recovery
-        return True
 
     def changelog(self, table: str) -> str:
         name = self._changelogs.get(table)
@@ -92,11 +59,6 @@ class FaustTables:
         return name
 
     def read(self, table: str, partition: int, key: bytes) -> bytes | None:
-        if self._written and self._trusted():
-            try:
-                return self._written[(table, partition, key)]
-            except KeyError:
-                pass
         store = self.tables[table].data
         db = store._db_for_partition(partition) if self.rocksdb else store.data
         value = db.get(key)
@@ -125,13 +87,6 @@ class FaustTables:
                     store.data.pop(key, None)
                 else:
                     store.data[key] = value
-        if self._trusted():
-            written = self._written
-            for key, value in changes.items():
-                written[(table, partition, key)] = value
-                written.move_to_end((table, partition, key))
-            while len(written) > self.written:
-                written.popitem(last=False)
 
 
 class Outbox:

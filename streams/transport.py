@@ -464,7 +464,7 @@ class Restore:
                 self._report()
             return []
         taken, self._taken = self._taken, {}
-        last: list[tuple[TP, Message]] = []
+        marker: tuple[TP, Message] | None = None
         for tp, messages in taken.items():
             if not recovery.in_recovery or tp not in recovery.active_tps:
                 continue  # revoked meanwhile (a rebalance): its next recovery reads them again
@@ -479,8 +479,8 @@ class Restore:
                 recovery.active_offsets[tp] = new[-1].offset
                 self.applied += len(new)
                 self._last = monotonic()
-            last = [(tp, messages[-1])]
-        return last
+            marker = (tp, messages[-1])
+        return [] if marker is None else [marker]
 
     def _report(self) -> None:
         assert self._began is not None

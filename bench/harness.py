@@ -1165,7 +1165,9 @@ async def _run(run: Run) -> dict[str, Any]:
     n_admitted = ceil["admitted"]
     say(
         f"  ceiling: batch protocol {ceil['batch_protocol']['events_per_s']:.0f}/s "
-        f"({ceil['batch_protocol']['us_per_event']:.0f} µs/event); "
+        f"({ceil['batch_protocol']['us_per_event']:.0f} µs/event; "
+        f"{ceil['small_batches']['us_per_event']:.0f} in batches of "
+        f"{ceil['small_batches']['chunk']}); "
         f"core {ceil['core']['events_per_s']:.0f}/s, "
         f"core+codecs {ceil['core_and_codecs']['events_per_s']:.0f}/s "
         f"(first {ceil['core']['events']} events); {n_admitted} of {n} admitted"

@@ -135,6 +135,13 @@ def render(r: dict[str, Any]) -> str:
             f"One-ID, journey, timers, codecs; {_num(bp.get('us_per_event'))} µs/event) | "
             f"**{_num(bp.get('events_per_s'))}** | {_num(bp.get('seconds'), 1)} | 1 | | |"
         )
+    small = ceil.get("small_batches")
+    if small:
+        lines.append(
+            f"| ceiling: the same in batches of {small['chunk']} (as paced traffic fetches "
+            f"them), on a built state ({_num(small.get('us_per_event'))} µs/event) | "
+            f"{_num(small.get('events_per_s'))} | {_num(small.get('seconds'), 1)} | 1 | | |"
+        )
     core, codecs = ceil.get("core", {}), ceil.get("core_and_codecs", {})
     first = (
         f", first {core['events']:,} events"

@@ -22,9 +22,9 @@ one core:
   decodes per event (the re-keyed record, the state, outputs, dead letters).
 - ``small_batches``: the same protocol on a journey state already built from
   :data:`SMALL_WARM_EVENTS` inputs (half of them when fewer; in chunks of
-  :data:`CHUNK`, untimed),
-  then the next :data:`SMALL_EVENTS` in chunks of :data:`SMALL_CHUNK`: about
-  what one 20 ms fetch returns at 850 events/s. Against ``batch_protocol``,
+  :data:`CHUNK`, untimed), then the next :data:`SMALL_EVENTS` in chunks of
+  :data:`SMALL_CHUNK`: about what one 20 ms fetch returns at 850 events/s.
+  Against ``batch_protocol``,
   what small batches cost per event (per-batch work, and each event's
   journey encoded and its window scanned on its own instead of with its
   customer's other events of the batch). Not shown: a paced worker's

@@ -31,9 +31,12 @@ def identifiers(records: list[tuple[bytes, bytes, int]]) -> list[str]:
     """``TYPE:VALUE`` of every valid event's (only) identifier, once each."""
     out: dict[str, None] = {}
     for _, value, _ in records:
-        if valid(value):
-            for kind, raw in decode_touchpoint(value).identities.items():
-                out[f"{kind}:{raw}"] = None
+        try:
+            event = decode_touchpoint(value)
+        except InvalidEvent:
+            continue
+        for kind, raw in event.identities.items():
+            out[f"{kind}:{raw}"] = None
     return list(out)
 
 

@@ -53,9 +53,10 @@ from schemas.outputs import DeadLetter
 from streams import collector
 from streams.batch import Batch, BatchLimits, Record
 from streams.config import core_config, ingest_policy, oneid_config
+from streams.core import window
 from streams.core.engine import step
 from streams.core.ingest import Admitted, RecordMeta, admit
-from streams.core.journey import JourneyState, decode_state, encode_state
+from streams.core.journey import JourneyState, decode_state, encode_record, encode_state
 from streams.core.oneid import Message
 from streams.runtime import LocalRuntime
 from streams.settings import Settings
@@ -148,13 +149,14 @@ def _batch_pass(
     asyncio.run(feed(rt, inputs, settings, chunk))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     outcomes = ("processed", "duplicate", "redelivered", "erased", "dead_lettered", "late")
+    journeys = rt.customers()
     counts = {
-        "state_bytes_at_end": _state_sizes([decode_state(v) for v in rt.journeys.values()]),
+        "state_bytes_at_end": _state_sizes(journeys.values()),
         "outcomes": {k: rt.counts[k] for k in outcomes if rt.counts.get(k)},
         "outputs": dict(sorted(Counter(o.kind for o in rt.outputs).items())),
         "merges": len(rt.merges),
         "admitted": rt.admitted,
-        "customers": len(rt.journeys),
+        "customers": len(journeys),
         "aliases": len(rt.aliases),
         "counts": dict(sorted(rt.counts.items())),
     }
@@ -211,11 +213,18 @@ def _core_pass(inputs: Sequence[Input], settings: Settings) -> tuple[float, floa
 
 
 def _state_sizes(states: Any) -> dict[str, Any]:
-    """Sizes of the final states (what one changelog record of each weighs now), and
-    the mean bytes one remembered event id adds (the ``recent`` window)."""
+    """Sizes of the final states (all of each journey: record, window and
+    decision fields), of their journeys table records (what a change rewrites:
+    no window, no decision fields), and the mean bytes one remembered event id
+    adds (the ``recent`` window, kept in pages)."""
+    states = list(states)
     sizes = sorted(len(encode_state(st)) for st in states)
     if not sizes:
         return {}
+    records = sorted(
+        len(encode_record(st, window.store(window.NO_PAGES, st.recent).pages.manifest))
+        for st in states
+    )
     per_id: list[float] = []
     for st in states:
         recent = st.recent
@@ -227,6 +236,8 @@ def _state_sizes(states: Any) -> dict[str, Any]:
         "median": sizes[len(sizes) // 2],
         "p99": sizes[int(len(sizes) * 0.99)],
         "max": sizes[-1],
+        "record_median": records[len(records) // 2],
+        "record_p99": records[int(len(records) * 0.99)],
         "bytes_per_remembered_event_id": round(sum(per_id) / len(per_id), 1) if per_id else None,
     }
 

@@ -434,15 +434,18 @@ async def rekeyed_stats(ns: Namespace) -> dict[str, Any]:
 
 
 def _event_ids(value: bytes | None) -> frozenset[str] | None:
-    """The event ids a journey record remembers: ``recent`` (v3: ``[ms,
-    event_id, source]`` entries) or ``recent_event_ids`` (v1-v2); empty for a
-    tombstone, None when the value is not a journey record."""
+    """The event ids a journeys table record remembers: a page of a window
+    (v8: ``[[ms, event_id, source], ...]``, ``streams.core.window``), a
+    journey's ``recent`` (v3-v7: the same entries) or ``recent_event_ids``
+    (v1-v2); empty for a tombstone, None when the value is neither."""
     if value is None:
         return frozenset()
     try:
         state = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
+    if isinstance(state, list):
+        state = {"recent": state}
     if not isinstance(state, dict):
         return None
     recent = state.get("recent")
@@ -501,8 +504,9 @@ def first_writes(records: list[Record], split: dict[int, int]) -> dict[str, int]
     """Event id -> timestamp of the first journey record (at or after ``split``)
     that wrote it.
 
-    A record writes every event id in its ``recent`` list that its key's
-    previous record (in partition, offset order) did not hold: with batches,
+    A record (a journey's, or a page of its window) writes every event id it
+    lists that its key's previous record (in partition, offset order) did
+    not hold: with batches,
     one record covers all of a key's events in the batch. Records before
     ``split`` only establish what each key held already. An id first seen
     under several keys (a merge carries the absorbed journey's ids to the

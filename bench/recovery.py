@@ -7,15 +7,17 @@ for each size N (customers in state):
    ``JOURNEYFLOW_APP_ID``, ``JOURNEYFLOW_PARTITIONS=8``; topics through
    ``streams.admin.ensure_topics``) and the journey table's changelog
    ``<app_id>-journeys-changelog`` (8 partitions, ``cleanup.policy=compact``).
-2. Writes N journey records straight into that changelog: key = customer id
-   bytes, value = ``encode_state(state)``, partition = the one the worker
+2. Writes N journeys straight into that changelog, as the worker's journeys
+   table holds them (``journey.table_records``: the record, key = customer
+   id bytes, after the pages of its window, keys of their own; the decision
+   fields, another table's, left out), partition = the one the worker
    would use. The batch engine (``streams.tables.KafkaSink.write``) writes a
    changed key's changelog record to the partition of the internal-topic
    record being applied; a customer's records travel keyed by its id, so
    that is the partition Kafka's default partitioner (murmur2 of the
    customer id bytes, ``streams.runtime.partition_of``) gives it. This
    stands in for N customers having been processed through the pipeline
-   (one record per customer: a compacted changelog). The states are clones,
+   (a compacted changelog: the last record of each key). The states are clones,
    under new customer ids, of journeys made by the real core from simulated
    traffic (``bench.tick.templates``: ``admit`` + ``step``). Only the
    journeys are seeded: a real run's ``aliases`` table (One-ID: a record per
@@ -78,7 +80,7 @@ from bench.profile import PySpy, find_py_spy, summarise
 from bench.tick import clone_id, git_info, renamed, templates
 from streams import broker
 from streams.admin import ensure_topics
-from streams.core.journey import JourneyState, encode_state
+from streams.core.journey import JourneyState, table_records
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,20 +161,20 @@ async def seed_changelog(
             template = pool[i % len(pool)]
             e0 = time.perf_counter()
             cid = clone_id(template.customer_id, i)
-            key = cid.encode()
-            value = encode_state(renamed(template, cid))
+            records = table_records(renamed(template, cid))
             encode_s += time.perf_counter() - e0
-            partition = partitioner(key, all_parts, all_parts)
-            batch = batches.get(partition)
-            if batch is None:
-                batch = batches[partition] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                await flush(partition)
-                batch = batches[partition] = producer.create_batch()
-                assert batch.append(key=key, value=value, timestamp=None) is not None
-            counts[partition] += 1
-            key_bytes += len(key)
-            value_bytes += len(value)
+            partition = partitioner(cid.encode(), all_parts, all_parts)
+            for key, value in records:
+                batch = batches.get(partition)
+                if batch is None:
+                    batch = batches[partition] = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    await flush(partition)
+                    batch = batches[partition] = producer.create_batch()
+                    assert batch.append(key=key, value=value, timestamp=None) is not None
+                counts[partition] += 1
+                key_bytes += len(key)
+                value_bytes += len(value)
             if cid.split(":", 1)[0] in PLAIN_KINDS and len(samples) < 400 and i % 97 == 0:
                 samples.append(cid)
             if i and i % 100_000 == 0:
@@ -184,14 +186,16 @@ async def seed_changelog(
     finally:
         await producer.stop()
     seconds = time.perf_counter() - t0
+    records = sum(counts)
     return {
-        "records": n,
+        "customers": n,
+        "records": records,
         "per_partition": counts,
         "key_bytes": key_bytes,
         "value_bytes": value_bytes,
-        "value_bytes_mean": round(value_bytes / n, 1) if n else 0,
+        "value_bytes_mean": round(value_bytes / records, 1) if records else 0,
         "seconds": round(seconds, 1),
-        "records_per_s": round(n / seconds) if seconds else None,
+        "records_per_s": round(records / seconds) if seconds else None,
         "encode_seconds": round(encode_s, 1),
         "samples": samples,
     }
@@ -493,6 +497,7 @@ def run_size(
     time.sleep(2.0)
     seeded["on_disk_bytes"] = changelog_disk_bytes(kafka_dir, changelog)
     result["changelog"] = seeded
+    records = seeded["records"]
     log(
         f"  seeded in {seeded['seconds']}s ({seeded['records_per_s']:,} records/s), "
         f"{seeded['on_disk_bytes'] / 2**20:,.0f} MiB on the broker's disk"
@@ -545,7 +550,7 @@ def run_size(
             **w.snapshot(),
             "markers": marks,
             "changelog_reading_seconds": reading,
-            "changelog_records_per_s": round(n / reading) if reading else None,
+            "changelog_records_per_s": round(records / reading) if reading else None,
             "read_back": read_back(w, samples),
         }
         if profile is not None:

@@ -268,7 +268,14 @@ def render(r: dict[str, Any]) -> str:
             f"Journey state after the closed loop ({_num(sizes.get('customers'))} customers): "
             f"median {_num(sizes.get('median'))} B, p99 {_num(sizes.get('p99'))} B, "
             f"max {_num(sizes.get('max'))} B; each remembered event id adds "
-            f"{_num(sizes.get('bytes_per_remembered_event_id'), 1)} B.",
+            f"{_num(sizes.get('bytes_per_remembered_event_id'), 1)} B"
+            + (
+                f". The journeys table record a change rewrites (no window, no decision "
+                f"fields): median {_num(sizes['record_median'])} B, p99 "
+                f"{_num(sizes['record_p99'])} B."
+                if "record_median" in sizes
+                else "."
+            ),
         ]
     if prof.get("samples"):
         lines += [

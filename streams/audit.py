@@ -59,6 +59,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from streams.core.window import is_page_key
+
 HOUR_MS = 3_600_000
 WEEK_MS = 7 * 24 * HOUR_MS
 
@@ -154,8 +156,8 @@ def knowledge(records: Iterable[tuple[bytes | None, bytes | None, int]]) -> Know
     event ms, currency, amount]``)."""
     known = Knowledge()
     for key, value, stamp in records:
-        if key is None or value is None:
-            continue
+        if key is None or value is None or is_page_key(key):
+            continue  # a window page holds event ids only
         customer = key.decode()
         journey = orjson.loads(value)
         absorbed = known.absorbed.setdefault(customer, {})

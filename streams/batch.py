@@ -49,6 +49,7 @@ import orjson
 from models.labels import Example
 from schemas.codec import InvalidEvent, decode_feedback
 from schemas.outputs import Action, DeadLetter, Merge
+from streams.core import window
 from streams.core.actions import Budget
 from streams.core.engine import TickResult
 from streams.core.errors import CoreError
@@ -56,11 +57,11 @@ from streams.core.identity import normalise, parse_typed
 from streams.core.ingest import IngestPolicy, RecordMeta, admit, dead_letter
 from streams.core.journey import (
     DecisionRecord,
-    JourneyRecords,
     JourneyState,
     decode_decisions,
-    decode_state,
+    decode_journey,
     encode_decisions,
+    encode_record,
 )
 from streams.core.oneid import (
     Alias,
@@ -152,15 +153,21 @@ class Decoded(Generic[T]):
         self.misses = 0
 
     def decode(self, key: bytes, raw: bytes) -> T:
+        value = self.get(key, raw)
+        if value is None:
+            value = self._decode(raw)
+            self.remember(key, raw, value)
+        return value
+
+    def get(self, key: bytes, raw: bytes) -> T | None:
+        """The value decoded from ``raw`` before, if still kept (counted as a hit or a miss)."""
         known = self._items.get(key)
         if known is not None and known[0] == raw:  # bytes equality tries identity first
             self._items.move_to_end(key)
             self.hits += 1
             return known[1]
         self.misses += 1
-        value = self._decode(raw)
-        self.remember(key, raw, value)
-        return value
+        return None
 
     def remember(self, key: bytes, raw: bytes, value: T) -> None:
         if not self.entries:
@@ -226,18 +233,18 @@ class PartitionView:
         reader: TableReader,
         partition: int,
         aliases: Decoded[Alias] | None = None,
-        journeys: Decoded[JourneyState] | None = None,
+        journeys: Decoded[StoredJourney] | None = None,
         decisions: Decoded[DecisionRecord] | None = None,
-        records: JourneyRecords | None = None,
     ) -> None:
         self.reader = reader
         self.partition = partition
         self._decoded_aliases = Decoded(decode_alias, 0) if aliases is None else aliases
-        self._decoded_journeys = Decoded(decode_state, 0) if journeys is None else journeys
+        self._decoded_journeys = Decoded(_unreadable, 0) if journeys is None else journeys
         self._decoded_decisions = Decoded(decode_decisions, 0) if decisions is None else decisions
-        self._records = JourneyRecords(0) if records is None else records
         self._aliases: dict[str, Alias | None] = {}
         self._journeys: dict[str, JourneyState | None] = {}
+        #: How each journey read had its window stored.
+        self._pages: dict[str, window.Pages] = {}
         #: The decision fields each journey read had in the ``decisions`` table.
         self._stored_decisions: dict[str, DecisionRecord] = {}
         self._timers: dict[bytes, bytes | None] = {}
@@ -271,14 +278,25 @@ class PartitionView:
             return self._journeys[customer_id]
         except KeyError:
             pass
-        state = self._load(self._journeys, "journeys", self._decoded_journeys, customer_id)
         k = customer_id.encode()
+        state = None
+        raw = self.reader.read("journeys", self.partition, k)
+        if raw:
+            known = self._decoded_journeys.get(k, raw)
+            if known is None:
+                known = decode_journey(raw, lambda n: self._page(k, n))
+                self._decoded_journeys.remember(k, raw, known)
+            state, self._pages[customer_id] = known
+        self._journeys[customer_id] = state
         raw = self.reader.read("decisions", self.partition, k)
         stored = self._decoded_decisions.decode(k, raw) if raw else _NO_DECISIONS
         self._stored_decisions[customer_id] = stored
         if state is not None:
             state = self._journeys[customer_id] = stored.applied_to(state)
         return state
+
+    def _page(self, customer_key: bytes, number: int) -> bytes | None:
+        return self.reader.read("journeys", self.partition, window.page_key(customer_key, number))
 
     def set_journey(self, customer_id: str, state: JourneyState | None) -> None:
         self._journeys[customer_id] = state
@@ -310,14 +328,36 @@ class PartitionView:
                 self._aliases, self._dirty_aliases, encode_alias, self._decoded_aliases
             )
         if self._dirty_journeys:
-            out["journeys"] = _encoded(
-                self._journeys, self._dirty_journeys, self._records.encode, self._decoded_journeys
-            )
+            out["journeys"] = self._journeys_changed()
             decisions = self._decisions_changed()
             if decisions:
                 out["decisions"] = decisions
         if self._dirty_timers:
             out["timers"] = {k: self._timers[k] for k in self._dirty_timers}
+        return out
+
+    def _journeys_changed(self) -> dict[bytes, bytes | None]:
+        """The changed journeys' records and window pages, in the order the
+        changelog must keep (``streams.core.window``): a journey's pages
+        before its record, pages no longer named after every record."""
+        out: dict[bytes, bytes | None] = {}
+        gone: list[bytes] = []
+        for key in self._dirty_journeys:
+            state = self._journeys[key]
+            k = key.encode()
+            old = self._pages.get(key, window.NO_PAGES)
+            if state is None:
+                out[k] = None
+                gone.extend(window.page_key(k, n) for n in old.numbers)
+                continue
+            stored = window.store(old, state.recent)
+            for n, entries in stored.write.items():
+                out[window.page_key(k, n)] = window.encode_page(entries)
+            raw = out[k] = encode_record(state, stored.pages.manifest)
+            self._decoded_journeys.remember(k, raw, (state, stored.pages))
+            gone.extend(window.page_key(k, n) for n in stored.delete)
+        for page in gone:
+            out[page] = None
         return out
 
     def _decisions_changed(self) -> dict[bytes, bytes | None]:
@@ -343,6 +383,13 @@ class PartitionView:
 
 
 _NO_DECISIONS = DecisionRecord()
+
+#: A journey as the journeys table holds it: the state, and how its window is stored.
+StoredJourney = tuple[JourneyState, window.Pages]
+
+
+def _unreadable(raw: bytes) -> StoredJourney:
+    raise TypeError("journeys are read with their pages (PartitionView.journey)")
 
 
 def _encoded(
@@ -473,10 +520,8 @@ class BatchEngine:
         actions = oneid.core.decisions.actions if oneid.core.decisions is not None else None
         self.burst = actions.catalog.policies.burst if actions is not None else None
         self.decoded_aliases = Decoded(decode_alias, self.limits.decoded)
-        self.decoded_journeys = Decoded(decode_state, self.limits.decoded)
+        self.decoded_journeys: Decoded[StoredJourney] = Decoded(_unreadable, self.limits.decoded)
         self.decoded_decisions = Decoded(decode_decisions, self.limits.decoded)
-        #: The journeys table's encoder (remembers busy customers' recent windows).
-        self.journey_records = JourneyRecords(self.limits.decoded)
         #: The internal topic's codec (the worker's sink encodes with it).
         self.messages = Messages(self.limits.decoded) if messages is None else messages
 
@@ -610,7 +655,6 @@ class BatchEngine:
                 self.decoded_aliases,
                 self.decoded_journeys,
                 self.decoded_decisions,
-                self.journey_records,
             )
         return view
 

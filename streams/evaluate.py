@@ -198,7 +198,7 @@ async def _evaluate(
         "seed": config.seed,
         "config": dataclasses.asdict(config),
         "records": n,
-        "customers_seen": len(runtime.journeys),
+        "customers_seen": len(runtime.customers()),
         **quality(runtime.examples),
         **lift(runtime, catalog),
         "policy_violations": violations(

@@ -40,6 +40,7 @@ from streams.core.oneid import (
 from streams.core.pii import PiiKey
 from streams.core.rules import Output
 from streams.core.timers import PartitionClock
+from streams.core.window import is_page_key
 from streams.timer_index import clock_key
 
 #: Records of one partition taken at a time with ``interleave``: 1 to this many.
@@ -213,6 +214,8 @@ class LocalRuntime:
     def customers(self) -> dict[str, JourneyState]:
         out = {}
         for k in self.journeys:
+            if is_page_key(k):
+                continue
             state = self.journey(k.decode())
             assert state is not None
             out[k.decode()] = state

@@ -130,6 +130,7 @@ def add_views(
         partition = key_partition(key, settings.partitions)
         raw_alias = tables.read("aliases", partition, key.encode())
         raw_journey = tables.read("journeys", partition, key.encode())
+        # the profile shows no recent window: its pages are not read
         journey = decode_state(raw_journey) if raw_journey else None
         raw_decisions = tables.read("decisions", partition, key.encode())
         if journey is not None and raw_decisions:

@@ -19,8 +19,7 @@ it does not know (a newer writer during a rolling upgrade).
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.labels import Decision, Example, merge_decisions, merge_labelled
 from schemas.events import TouchpointEvent
 from schemas.vocabulary import CUSTOM_BUCKET, CUSTOM_PREFIX, TRANSACTION_EVENTS
+from streams.core import window
 from streams.core.contacts import Contact, merge_contacts
 from streams.core.identity import order_key
 from streams.core.scoring import NOT_TOUCHES, Scoring, add_decayed, merge_decayed
@@ -46,7 +46,10 @@ from streams.core.stages import Counted, StageModel
 #: ``progress`` (exact stage entry times); v4 records keep their history as
 #: it was written and go on appending (``progress`` None). 6: ``decisions``
 #: and ``labelled`` (``streams.core.decisions``); v5 records load with none.
-STATE_VERSION = 7
+#: 7: contacts and ignored actions (``streams.core.contacts``). 8: the
+#: journeys table keeps ``recent`` in pages of its own (``streams.core.window``)
+#: and the record names them (``"window"``); v7 records hold it themselves.
+STATE_VERSION = 8
 
 #: Event types that show interest (AIPL's "I"): active engagement, not exposure.
 ENGAGEMENT_EVENTS = frozenset(
@@ -1038,72 +1041,63 @@ class DecisionRecord:
 _NOT_RECENT: set[str] = {*DECISION_FIELDS, "recent"}
 
 
-class JourneyRecords:
-    """Encodes journeys table records (:func:`encode_state` without the
-    decision fields, ``recent`` written last), remembering each customer's
-    ``recent`` window as written.
+def encode_record(state: JourneyState, manifest: window.Manifest | None) -> bytes:
+    """The journeys table's record of a journey: :func:`encode_state` without
+    the decision fields (their own table) and without ``recent``, which is
+    stored in pages (``streams.core.window``) that ``manifest`` names.
 
-    The window is most of a busy customer's record (256 entries, about 7 kB)
-    and changes by one entry per event: the newest appended, the oldest
-    dropped when full. So it is written last, as orjson writes it (no
-    spaces: the array is its entries' encodings joined by commas), and a
-    window that extends the one remembered for its customer is spliced from
-    those bytes instead of being encoded again. The bytes are the same
-    either way (``tests/unit/test_core_journey.py``); at most ``entries``
-    customers are remembered, least recently written first out (0: none).
+    >>> state = JourneyState(customer_id="member_id:M-1", recent=((5, "e1", "0:3"),))
+    >>> encode_record(state, (0, 1, 1, 1))
+    b'{"version":8,"customer_id":"member_id:M-1","window":[0,1,1,1]}'
     """
-
-    def __init__(self, entries: int) -> None:
-        self.entries = entries
-        self._recent: OrderedDict[str, tuple[tuple[tuple[int, str, str], ...], bytes]] = (
-            OrderedDict()
-        )
-
-    def encode(self, state: JourneyState) -> bytes:
-        body = state.__pydantic_serializer__.to_json(
-            state, exclude_defaults=True, exclude=_NOT_RECENT
-        )
-        if state.version == STATE_VERSION:  # a default: the serializer left it out
-            body = b'{"version":%d,%s' % (STATE_VERSION, body[1:])
-        if not state.recent:
-            return body
-        return b'%s,"recent":%s}' % (body[:-1], self._window(state.customer_id, state.recent))
-
-    def _window(self, key: str, recent: tuple[tuple[int, str, str], ...]) -> bytes:
-        known = self._recent.get(key) if self.entries else None
-        raw = None if known is None else _extend(known[0], known[1], recent)
-        if raw is None:
-            raw = orjson.dumps(recent)
-        if self.entries:
-            self._recent[key] = (recent, raw)
-            self._recent.move_to_end(key)
-            if len(self._recent) > self.entries:
-                self._recent.popitem(last=False)
-        return raw
+    body = state.__pydantic_serializer__.to_json(state, exclude_defaults=True, exclude=_NOT_RECENT)
+    if state.version == STATE_VERSION:  # a default: the serializer left it out
+        body = b'{"version":%d,%s' % (STATE_VERSION, body[1:])
+    if manifest is None:
+        return body
+    return b'%s,"window":[%d,%d,%d,%d]}' % (body[:-1], *manifest)
 
 
-def _extend(
-    old: tuple[tuple[int, str, str], ...], raw: bytes, new: tuple[tuple[int, str, str], ...]
-) -> bytes | None:
-    """``orjson.dumps(new)`` from ``raw = orjson.dumps(old)`` when ``new`` is
-    ``old`` without its first few entries and with entries appended (None
-    otherwise)."""
-    if new is old:
-        return raw
-    # entries dropped from the head: as many as one appended in a full window
-    # (nearly always 0 or 1), tried up to a few
-    for dropped in range(min(len(old), 4) + 1):
-        kept = len(old) - dropped
-        if kept > len(new) or new[:kept] != old[dropped:]:
+def table_records(state: JourneyState) -> list[tuple[bytes, bytes]]:
+    """A journey's journeys table records written from nothing: the pages of
+    its window, then its record (``streams.batch`` writes changes; this is
+    for tools that seed a table)."""
+    key = state.customer_id.encode()
+    stored = window.store(window.NO_PAGES, state.recent)
+    out = [(window.page_key(key, n), window.encode_page(e)) for n, e in stored.write.items()]
+    out.append((key, encode_record(state, stored.pages.manifest)))
+    return out
+
+
+def decode_journey(
+    raw: bytes, page: Callable[[int], bytes | None]
+) -> tuple[JourneyState, window.Pages]:
+    """A journeys table record and the pages of its window, read with
+    ``page(number)``. A record written before windows had pages holds its
+    window itself: nothing is stored in pages yet (``window.NO_PAGES``)."""
+    data = orjson.loads(raw)
+    manifest = data.pop("window", None)
+    state = _decoded(data)
+    if manifest is None:
+        return state, window.NO_PAGES
+    pages = window.read(manifest, page)
+    return state.model_copy(update={"recent": pages.window}), pages
+
+
+def journeys_in(records: Mapping[bytes, bytes | None]) -> dict[str, JourneyState]:
+    """The journeys a journeys table (or the last record per key of its
+    changelog) holds, by customer id, windows read from their pages
+    (decision fields are in the ``decisions`` table)."""
+    out = {}
+    for key, raw in records.items():
+        if raw is None or window.is_page_key(key):
             continue
-        if kept == len(new):
-            return None  # only dropped: rare, encode it whole
-        start = 1 + sum(len(orjson.dumps(entry)) + 1 for entry in old[:dropped])
-        tail = b",".join(orjson.dumps(entry) for entry in new[kept:])
-        if kept == 0:
-            return b"[%s]" % tail
-        return b"[%s,%s]" % (raw[start:-1], tail)
-    return None
+
+        def page(number: int, key: bytes = key) -> bytes | None:
+            return records.get(window.page_key(key, number))
+
+        out[key.decode()] = decode_journey(raw, page)[0]
+    return out
 
 
 def encode_decisions(record: DecisionRecord) -> bytes:
@@ -1135,10 +1129,15 @@ def decode_state(raw: bytes) -> JourneyState:
     """Read a table record written by this or an older version of journeyflow.
 
     Missing fields take their defaults; unknown fields (from a newer writer)
-    are ignored. A future version that renames or reshapes a field adds a
-    step to ``_MIGRATIONS`` keyed by the version it upgrades from.
+    are ignored. A journeys table record (v8) keeps its window in pages:
+    this reads it without (:func:`decode_journey` reads both). A future
+    version that renames or reshapes a field adds a step to ``_MIGRATIONS``
+    keyed by the version it upgrades from.
     """
-    data = orjson.loads(raw)
+    return _decoded(orjson.loads(raw))
+
+
+def _decoded(data: dict[str, Any]) -> JourneyState:
     version = data.get("version", 1)
     while version in _MIGRATIONS:
         data = _MIGRATIONS[version](data)
@@ -1172,6 +1171,12 @@ def _v6_to_v7(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "version": 7}
 
 
+def _v7_to_v8(data: dict[str, Any]) -> dict[str, Any]:
+    """v8 keeps the journeys table's windows in pages; a v7 record holds its
+    own (``recent``), which still reads as it is."""
+    return {**data, "version": 8}
+
+
 def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     """v3 keeps event times with recent ids and orders. A v2 record did not
     have them: its ids take its last-seen time, its orders the last purchase
@@ -1195,4 +1200,5 @@ _MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     4: _v4_to_v5,
     5: _v5_to_v6,
     6: _v6_to_v7,
+    7: _v7_to_v8,
 }

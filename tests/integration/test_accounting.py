@@ -15,7 +15,7 @@ import pytest
 from conftest import Namespace, eventually, http_get
 from kafka_io import count_messages, produce, read_topic
 
-from streams.core.journey import decode_state
+from streams.core.journey import journeys_in
 from streams.simulate import SimulationConfig, simulate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
@@ -39,7 +39,7 @@ def final_journeys(ns: Namespace) -> dict[bytes, object]:
     latest: dict[bytes, bytes | None] = {}
     for record in read_topic(ns.bootstrap, ns.changelog):
         latest[record.key] = record.value
-    return {k: decode_state(v) for k, v in latest.items() if v is not None}
+    return {k.encode(): state for k, state in journeys_in(latest).items()}
 
 
 def ledger(ns: Namespace) -> dict[str, int]:

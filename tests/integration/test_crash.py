@@ -37,7 +37,7 @@ from kafka_io import count_messages, produce, read_topic
 from schemas.codec import InvalidEvent, dump
 from schemas.vocabulary import IDENTITY_TYPES
 from streams.config import load_rules
-from streams.core.journey import DECISION_FIELDS, decode_decisions, decode_state
+from streams.core.journey import DECISION_FIELDS, decode_decisions, journeys_in
 from streams.producer import prepare
 from streams.replay import replay
 from streams.settings import Settings
@@ -130,9 +130,8 @@ def final_journeys(ns: Namespace) -> dict[bytes, dict]:
     for record in read_topic(ns.bootstrap, ns.changelog):
         latest[record.key] = record.value
     return {
-        k: decode_state(v).model_dump(mode="json", exclude={"source_offsets"})
-        for k, v in latest.items()
-        if v is not None
+        k.encode(): state.model_dump(mode="json", exclude={"source_offsets"})
+        for k, state in journeys_in(latest).items()
     }
 
 

@@ -528,7 +528,7 @@ def test_replay_gives_the_profiles_two_workers_give(namespace: Namespace, tmp_pa
     from test_crash import accounted
 
     from streams.config import core_config
-    from streams.core.journey import decode_state
+    from streams.core.journey import journeys_in
     from streams.core.profile import profile_view
     from streams.replay import replay
     from streams.settings import Settings
@@ -561,7 +561,7 @@ def test_replay_gives_the_profiles_two_workers_give(namespace: Namespace, tmp_pa
         latest: dict[bytes, bytes | None] = {}
         for record in read_topic(namespace.bootstrap, namespace.changelog):
             latest[record.key] = record.value
-        return views(decode_state(v) for v in latest.values() if v is not None)
+        return views(journeys_in(latest).values())
 
     replayed = replay([r.value for r in records], settings)
     expected = views(replayed.journeys.values())

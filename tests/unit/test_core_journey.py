@@ -14,16 +14,19 @@ import orjson
 import pytest
 from factories import T0, Journey, epoch_ms, make_admitted, shipped_config
 
+from streams.batch import PartitionView
+from streams.core import window
 from streams.core.engine import CoreConfig, step
 from streams.core.journey import (
     DECISION_FIELDS,
     STATE_VERSION,
     JourneyLimits,
-    JourneyRecords,
     JourneyState,
     StageEntry,
     decode_state,
     encode_state,
+    journeys_in,
+    table_records,
 )
 
 GOLDEN_STATE = Path(__file__).resolve().parents[1] / "fixtures" / "journey_state_v1.json"
@@ -609,38 +612,83 @@ def test_a_journey_record_leaves_out_what_a_reader_fills_in() -> None:
     assert decode_state(encode_state(legacy)).progress is None
 
 
-def test_a_remembered_recent_window_gives_the_same_record() -> None:
-    """The journeys table's encoder splices a customer's recent window from
-    the one it wrote before: the record is the same as one encoded from
-    nothing, through appends, a full window dropping its oldest, a late
-    event sorted in, a duplicate and an event from another source."""
+def test_a_journeys_table_holds_the_window_in_pages_and_reads_it_back() -> None:
+    """Through the batch protocol's view of the journeys table: appends, a
+    full window dropping its oldest, a late event sorted in, a producer's
+    duplicate and JSON escapes. After every event the record names its
+    pages, no longer holds ``recent`` itself, and the journey read back from
+    the table is the one written."""
     small = CoreConfig(
-        shipped_config().stage_model, shipped_config().rules, JourneyLimits(recent_event_ids=4)
+        shipped_config().stage_model, shipped_config().rules, JourneyLimits(recent_event_ids=40)
     )
     j = Journey(config=small)
-    remembering, fresh = JourneyRecords(16), JourneyRecords(0)
+    table: dict[bytes, bytes] = {}
     sends: list[tuple[str, dict[str, Any]]] = [
-        *(("live.comment", {"event_id": f"e-{i}", "at": T0 + i * MIN}) for i in range(6)),
-        ("live.like", {"event_id": "e-late", "at": T0 + 2 * MIN + timedelta(seconds=1)}),
-        ("live.like", {"event_id": "e-5", "at": T0 + 5 * MIN}),  # a producer's duplicate
-        ("live.like", {"event_id": 'e-"7"', "at": T0 + 7 * MIN}),  # JSON escapes
-        *(("live.like", {"event_id": f"f-{i}", "at": T0 + (8 + i) * MIN}) for i in range(3)),
+        *(("live.comment", {"event_id": f"e-{i}", "at": T0 + i * MIN}) for i in range(80)),
+        ("live.like", {"event_id": "e-late", "at": T0 + 60 * MIN + timedelta(seconds=1)}),
+        ("live.like", {"event_id": "e-79", "at": T0 + 79 * MIN}),  # a producer's duplicate
+        ("live.like", {"event_id": 'e-"7"', "at": T0 + 90 * MIN}),  # JSON escapes
     ]
-    windows = []
     for event_type, overrides in sends:
         j.send(event_type, **overrides)
         assert j.state is not None
-        raw = remembering.encode(j.state)
-        assert raw == fresh.encode(j.state)
-        decoded = decode_state(raw)
-        assert decoded.recent == j.state.recent
-        assert decoded == j.state.model_copy(
-            update={f: decoded.__dict__[f] for f in DECISION_FIELDS}
-        )
-        windows.append(j.state.recent_event_ids)
-    assert windows[5] == ("e-2", "e-3", "e-4", "e-5")  # full: the oldest dropped
-    assert windows[6] == ("e-late", "e-3", "e-4", "e-5")  # sorted in by event time
-    assert windows[-1] == ('e-"7"', "f-0", "f-1", "f-2")
+        key = j.state.customer_id.encode()
+        write(table, j.state)
+        record = orjson.loads(table[key])
+        assert "recent" not in record and record["window"][2] == len(j.state.recent)
+        read = journeys_in(table)[key.decode()]
+        assert read.recent == j.state.recent
+        assert read == j.state.model_copy(update={f: read.__dict__[f] for f in DECISION_FIELDS})
+    assert j.state.recent_event_ids[0] == "e-43"  # full: the oldest dropped
+    assert "e-late" in j.state.recent_event_ids
+    # e-0 .. e-31 were left behind by the window: their page is gone
+    assert sorted(k for k in table if k != key) == [window.page_key(key, n) for n in (1, 2)]
+    assert len(orjson.loads(table[window.page_key(key, 2)])) == 80 + 3 - 2 * window.PAGE
+
+
+def write(table: dict[bytes, bytes], state: JourneyState) -> None:
+    """Write one journey through the batch protocol's view of its table."""
+    tables = {"journeys": table, "decisions": {}}
+
+    class Reader:
+        def read(self, name: str, partition: int, k: bytes) -> bytes | None:
+            return tables[name].get(k)
+
+    view = PartitionView(Reader(), 0)
+    view.journey(state.customer_id)
+    view.set_journey(state.customer_id, state)
+    for k, v in view.changes()["journeys"].items():
+        if v is None:
+            table.pop(k, None)
+        else:
+            table[k] = v
+
+
+def test_a_journey_seeded_from_nothing_reads_back() -> None:
+    j = Journey()
+    for i in range(70):
+        j.send("live.comment", event_id=f"e-{i}", at=T0 + i * MIN)
+    assert j.state is not None
+    records = table_records(j.state)
+    assert [k for k, _ in records][-1] == j.state.customer_id.encode()  # the record last
+    assert len(records) == 1 + 3  # 70 entries: three pages
+    assert journeys_in(dict(records))[j.state.customer_id].recent == j.state.recent
+
+
+def test_a_v7_record_holding_its_window_reads_as_written_and_moves_it_to_pages() -> None:
+    j = Journey()
+    for i in range(3):
+        j.send("live.comment", event_id=f"e-{i}")
+    assert j.state is not None
+    v7 = orjson.loads(encode_state(j.state))
+    v7["version"] = 7
+    key = j.state.customer_id.encode()
+    table = {key: orjson.dumps(v7)}
+    assert journeys_in(table)[j.state.customer_id].recent == j.state.recent
+    write(table, j.state.model_copy(update={"version": STATE_VERSION}))
+    assert "recent" not in orjson.loads(table[key])
+    assert set(table) == {key, window.page_key(key, 0)}
+    assert journeys_in(table)[j.state.customer_id].recent == j.state.recent
 
 
 def test_tighter_limits_are_honoured() -> None:

@@ -87,6 +87,16 @@ class TopicRuntime(LocalRuntime):
         self.admitted = 0
         #: Bytes of the encoded outputs, merges and dead letters (keeps the work live).
         self.sent_bytes = 0
+        #: Table -> [records, key + value bytes] written (what the worker's changelogs get).
+        self.written: dict[str, list[int]] = {}
+
+    async def write(self, batch: Batch) -> None:
+        await super().write(batch)
+        for tables in batch.changes().values():
+            for name, changes in tables.items():
+                tally = self.written.setdefault(name, [0, 0])
+                tally[0] += len(changes)
+                tally[1] += sum(len(k) + len(v or b"") for k, v in changes.items())
 
     def record(self, partition: int, offset: int, key: str, msg: Message) -> Record:
         raw = self.engine.messages.encode(msg)  # as the worker's sink encodes it
@@ -108,8 +118,9 @@ class TopicRuntime(LocalRuntime):
 
 
 def topic_runtime(settings: Settings) -> TopicRuntime:
-    """A :class:`TopicRuntime` with the worker's configuration and batch limits."""
-    return TopicRuntime(
+    """A :class:`TopicRuntime` with the worker's configuration and batch
+    limits, trusting what it decoded as the worker does."""
+    rt = TopicRuntime(
         oneid_config(settings),
         settings.partitions,
         settings.timer_resolution_seconds * 1000,
@@ -118,6 +129,8 @@ def topic_runtime(settings: Settings) -> TopicRuntime:
             settings.batch_max_records, settings.batch_max_ms, settings.decoded_cache
         ),
     )
+    rt.engine.trust()
+    return rt
 
 
 async def feed(
@@ -150,7 +163,12 @@ def _batch_pass(
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     outcomes = ("processed", "duplicate", "redelivered", "erased", "dead_lettered", "late")
     journeys = rt.customers()
+    n = max(1, len(inputs))
     counts = {
+        "tables_written": {
+            name: {"records_per_event": round(r / n, 3), "bytes_per_event": round(b / n, 1)}
+            for name, (r, b) in sorted(rt.written.items())
+        },
         "state_bytes_at_end": _state_sizes(journeys.values()),
         "outcomes": {k: rt.counts[k] for k in outcomes if rt.counts.get(k)},
         "outputs": dict(sorted(Counter(o.kind for o in rt.outputs).items())),

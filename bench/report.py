@@ -261,6 +261,18 @@ def render(r: dict[str, Any]) -> str:
             f"{_num(chl['on_disk'].get('bytes_per_input_event'))} per input event; baseline "
             f"{_num(bst.get('on_disk', {}).get('bytes_per_input_event'))}."
         )
+    written = ceil.get("tables_written", {})
+    if written:
+        lines.append(
+            "In process (the ceiling's batch protocol, same inputs; no Kafka, so no timing "
+            "in it): "
+            + ", ".join(
+                f"`{t}` {_num(s['bytes_per_event'])} B in {s['records_per_event']} records"
+                for t, s in written.items()
+            )
+            + f" per input event; {_num(sum(s['bytes_per_event'] for s in written.values()))} "
+            "in all."
+        )
     sizes = ceil.get("state_bytes_at_end", {})
     if sizes:
         lines += [

@@ -181,6 +181,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         messages,
     )
     transport.apply = engine.process
+    # this worker alone writes the stores of the partitions it applies, between
+    # two positionings: what it decoded is kept without reading the store again
+    engine.trust()
+    transport.positioned = engine.forget
 
     crashing: list[asyncio.Future[None]] = []
 

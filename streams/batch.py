@@ -138,17 +138,34 @@ T = TypeVar("T")
 
 class Decoded(Generic[T]):
     """Table records decoded before, kept with the bytes they were decoded
-    from (or encoded to) and reused while the committed record is those same
-    bytes. Nothing needs invalidating: a rebalance, a table recovery or a
-    write that never happened leaves other bytes in the store, and the record
-    is decoded again. Decoded values are immutable (frozen models), so a
-    batch that changes one makes a new one. At most ``entries`` are kept,
-    least recently used first out; 0 keeps none."""
+    from (or encoded to). At most ``entries`` are kept, least recently used
+    first out; 0 keeps none. Decoded values are immutable (frozen models),
+    so a batch that changes one makes a new one.
+
+    Two ways to use what is kept:
+
+    - **Compared** (the default; replay and the tests): a record is reused
+      while the committed record is those same bytes, so the store is read
+      for every key a batch touches, and nothing needs invalidating: a
+      rebalance, a table recovery or a write that never happened leaves
+      other bytes in the store, and the record is decoded again.
+    - **Trusted** (the worker, :meth:`BatchEngine.trust`): what is kept is
+      the committed record, or the record of the batch being written, which
+      the next batch would read first (:class:`Overlay`); a key known to be
+      absent is kept as absent. The store is not read for a kept key. That
+      holds while nothing but this engine writes the stores of the
+      partitions it applies, which is true between two positionings of the
+      consumer: stores change under it only at a rebalance, by table
+      recovery and by standby replicas (the worker calls :meth:`clear` each
+      time it is positioned, before any batch of the new assignment), and a
+      batch that fails to be written stops the worker.
+    """
 
     def __init__(self, decode: Callable[[bytes], T], entries: int) -> None:
         self._decode = decode
         self.entries = entries
-        self._items: OrderedDict[bytes, tuple[bytes, T]] = OrderedDict()
+        self._items: OrderedDict[bytes, tuple[bytes, Any]] = OrderedDict()
+        self.trusted = False
         self.hits = 0
         self.misses = 0
 
@@ -165,9 +182,21 @@ class Decoded(Generic[T]):
         if known is not None and known[0] == raw:  # bytes equality tries identity first
             self._items.move_to_end(key)
             self.hits += 1
-            return known[1]
+            return None if known[1] is _ABSENT else known[1]
         self.misses += 1
         return None
+
+    def known(self, key: bytes) -> tuple[bool, T | None]:
+        """When trusted: ``(True, value)`` for a kept key (None: known absent),
+        ``(False, None)`` when the store must be read."""
+        if not self.trusted:
+            return False, None
+        known = self._items.get(key)
+        if known is None:
+            return False, None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return True, None if known[1] is _ABSENT else known[1]
 
     def remember(self, key: bytes, raw: bytes, value: T) -> None:
         if not self.entries:
@@ -178,8 +207,22 @@ class Decoded(Generic[T]):
         if len(items) > self.entries:
             items.popitem(last=False)
 
+    def absent(self, key: bytes) -> None:
+        """The key has no record (read so, or deleted by the batch being written)."""
+        if self.trusted:
+            self.remember(key, b"", _ABSENT)
+        else:
+            self._items.pop(key, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
     def __len__(self) -> int:
         return len(self._items)
+
+
+#: What :class:`Decoded` keeps for a key known to have no record.
+_ABSENT: Any = object()
 
 
 class Messages:
@@ -224,7 +267,8 @@ class Messages:
 class PartitionView:
     """One partition's tables as a batch sees them: reads fall through to the
     committed state once per key (decoded, or taken from the engine's
-    :class:`Decoded` records while the committed bytes are the same), writes
+    :class:`Decoded` records: while the committed bytes are the same, or,
+    trusted, without reading them), writes
     stay here until the batch is written, and each changed key is encoded
     once."""
 
@@ -259,8 +303,14 @@ class PartitionView:
     ) -> T | None:
         """A key's committed record, decoded (or as decoded before), kept for the batch."""
         k = key.encode()
-        raw = self.reader.read(table, self.partition, k)
-        value = values[key] = decoded.decode(k, raw) if raw else None
+        hit, value = decoded.known(k)
+        if not hit:
+            raw = self.reader.read(table, self.partition, k)
+            if raw:
+                value = decoded.decode(k, raw)
+            else:
+                decoded.absent(k)
+        values[key] = value
         return value
 
     def alias(self, key: str) -> Alias | None:
@@ -279,17 +329,28 @@ class PartitionView:
         except KeyError:
             pass
         k = customer_id.encode()
+        hit, known = self._decoded_journeys.known(k)
+        if not hit:
+            raw = self.reader.read("journeys", self.partition, k)
+            if raw:
+                known = self._decoded_journeys.get(k, raw)
+                if known is None:
+                    known = decode_journey(raw, lambda n: self._page(k, n))
+                    self._decoded_journeys.remember(k, raw, known)
+            else:
+                self._decoded_journeys.absent(k)
         state = None
-        raw = self.reader.read("journeys", self.partition, k)
-        if raw:
-            known = self._decoded_journeys.get(k, raw)
-            if known is None:
-                known = decode_journey(raw, lambda n: self._page(k, n))
-                self._decoded_journeys.remember(k, raw, known)
+        if known is not None:
             state, self._pages[customer_id] = known
         self._journeys[customer_id] = state
-        raw = self.reader.read("decisions", self.partition, k)
-        stored = self._decoded_decisions.decode(k, raw) if raw else _NO_DECISIONS
+        hit, stored = self._decoded_decisions.known(k)
+        if not hit:
+            raw = self.reader.read("decisions", self.partition, k)
+            if raw:
+                stored = self._decoded_decisions.decode(k, raw)
+            else:
+                self._decoded_decisions.absent(k)
+        stored = stored or _NO_DECISIONS
         self._stored_decisions[customer_id] = stored
         if state is not None:
             state = self._journeys[customer_id] = stored.applied_to(state)
@@ -348,6 +409,7 @@ class PartitionView:
             old = self._pages.get(key, window.NO_PAGES)
             if state is None:
                 out[k] = None
+                self._decoded_journeys.absent(k)
                 gone.extend(window.page_key(k, n) for n in old.numbers)
                 continue
             stored = window.store(old, state.recent)
@@ -369,6 +431,7 @@ class PartitionView:
             if state is None:
                 if not stored.empty:
                     out[key.encode()] = None
+                    self._decoded_decisions.absent(key.encode())
                 continue
             if stored.same_as(state):
                 continue
@@ -376,6 +439,7 @@ class PartitionView:
             k = key.encode()
             if record.empty:
                 out[k] = None
+                self._decoded_decisions.absent(k)
             else:
                 raw = out[k] = encode_decisions(record)
                 self._decoded_decisions.remember(k, raw, record)
@@ -405,6 +469,7 @@ def _encoded(
         k = key.encode()
         if value is None:
             out[k] = None
+            decoded.absent(k)
         else:
             raw = out[k] = encode(value)
             decoded.remember(k, raw, value)
@@ -524,6 +589,19 @@ class BatchEngine:
         self.decoded_decisions = Decoded(decode_decisions, self.limits.decoded)
         #: The internal topic's codec (the worker's sink encodes with it).
         self.messages = Messages(self.limits.decoded) if messages is None else messages
+
+    def trust(self, on: bool = True) -> None:
+        """Trust the decoded records kept instead of reading the store for
+        them (see :class:`Decoded`); the shell must :meth:`forget` whenever
+        anything else may have written its partitions' stores."""
+        for decoded in (self.decoded_aliases, self.decoded_journeys, self.decoded_decisions):
+            decoded.trusted = on
+            decoded.clear()
+
+    def forget(self) -> None:
+        """Drop every decoded record kept: the stores are read again."""
+        for decoded in (self.decoded_aliases, self.decoded_journeys, self.decoded_decisions):
+            decoded.clear()
 
     async def process(self, records: Sequence[Record]) -> None:
         """Apply ``records`` (each partition's in offset order), in batches.

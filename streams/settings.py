@@ -102,10 +102,9 @@ class Settings(BaseSettings):
     decoded_cache: int = Field(
         default=10_000,
         ge=0,
-        description="Decoded journeys (and as many aliases) a worker keeps between batches, "
-        "reused while their stored record is unchanged, and the recent-id windows of as "
-        "many journey records as written (a window one event changed is not encoded "
-        "again); up to about 20 kB each; and as many internal messages it sent, kept "
+        description="Decoded journeys (and as many aliases and decisions records) a worker "
+        "keeps between batches, used without reading the store again until the next "
+        "rebalance; up to about 20 kB each; and as many internal messages it sent, kept "
         "until it reads them back (not decoded then). 0 decodes every record on every batch.",
     )
     session_timeout_seconds: float = Field(

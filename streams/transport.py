@@ -273,6 +273,10 @@ class Consumer(faust_aiokafka.Consumer):
                 )
                 await self.seek(tp, position)
                 committed[tp] = position
+        # the stores may have changed under what the batch protocol keeps decoded
+        # (a rebalance, table recovery, standby replicas): forget it before the
+        # gate opens for this assignment
+        self.transport.positioned()
         self._positioned_generation = self.app.consumer_generation_id
         self._cursors = {tp: Cursor(due=offset) for tp, offset in committed.items()}
         return committed
@@ -500,7 +504,8 @@ class Transport(faust_aiokafka.Transport):
     ``applied_position`` tells the consumer where each internal partition's
     applied records end; ``streams`` maps the topics whose records go to the
     batch protocol to their stream; ``apply`` applies a fetch's records
-    (``streams.batch.BatchEngine.process``); ``fetch_max_wait_ms`` bounds how
+    (``streams.batch.BatchEngine.process``); ``positioned`` is told when the
+    consumer has been positioned for an assignment; ``fetch_max_wait_ms`` bounds how
     long a fetch may hold records of other partitions back."""
 
     Consumer = Consumer
@@ -516,6 +521,9 @@ class Transport(faust_aiokafka.Transport):
         self.fetch_min_bytes: int | None = None
         self.streams: dict[str, Stream] = {}
         self.apply: Callable[[list[Record]], Awaitable[None]] = _unwired
+        #: Called each time the consumer is positioned, before records of the
+        #: new assignment pass (``streams.batch.BatchEngine.forget``).
+        self.positioned: Callable[[], None] = lambda: None
 
     def record(self, message: Message) -> Record:
         """The batch protocol's view of a consumed record."""

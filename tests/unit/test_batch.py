@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from factories import POLICY, make_raw, shipped_config
@@ -195,9 +196,12 @@ def simulated(seed: int, customers: int, n: int) -> list[bytes]:
     return [r.value for r in itertools.islice(simulate(config), n)]
 
 
-def applied(raws: list[bytes], **limits: float) -> tuple[LocalRuntime, tuple[object, ...]]:
+def applied(
+    raws: list[bytes], trusted: bool = False, **limits: float
+) -> tuple[LocalRuntime, tuple[object, ...]]:
     """A runtime that applied ``raws``, and what a user sees of it."""
-    rt = runtime(**limits)
+    rt = runtime(Reads, **limits)
+    rt.engine.trust(trusted)
     asyncio.run(rt.admit(touchpoints(raws)))
     asyncio.run(rt.run())
     examples = sorted((e.decision_id, e.target, e.label) for e in rt.examples)
@@ -237,11 +241,65 @@ def test_a_journey_whose_stored_record_changed_is_read_from_the_store() -> None:
 def test_remembering_decoded_records_changes_no_result() -> None:
     raws = simulated(3, 60, 800)
     results = []
+    reads = {}
     for decoded in (0, 5, 10_000):
-        rt, seen = applied(raws, decoded=decoded)
-        assert len(rt.engine.decoded_journeys) <= decoded
-        results.append(seen)
-    assert results[0] == results[1] == results[2]
+        for trusted in (False, True):
+            rt, seen = applied(raws, trusted, decoded=decoded, records=50)
+            assert len(rt.engine.decoded_journeys) <= decoded
+            results.append(seen)
+            assert isinstance(rt, Reads)
+            reads[decoded, trusted] = rt.reads
+    assert all(seen == results[0] for seen in results)
+    # trusted, what is kept is not read again (here most reads left are a
+    # customer's first, as there are few batches)
+    for table in ("aliases", "journeys", "decisions"):
+        assert reads[10_000, True][table] < 0.7 * reads[10_000, False][table]
+    assert reads[0, True] == reads[0, False]
+
+
+class Reads(LocalRuntime):
+    """LocalRuntime counting the store reads of each table."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.reads: Counter[str] = Counter()
+
+    def read(self, table: str, partition: int, key: bytes) -> bytes | None:
+        self.reads[table] += 1
+        return super().read(table, partition, key)
+
+
+def test_a_trusted_engine_reads_the_store_again_once_told_to_forget() -> None:
+    """The worker trusts what it decoded until its consumer is positioned
+    anew (a rebalance may have moved the partition elsewhere and back)."""
+    rt = runtime()
+    rt.engine.trust()
+    asyncio.run(rt.admit(touchpoints(comments(3))))
+    asyncio.run(rt.run())
+    [key] = [k for k in rt.journeys if not is_page_key(k)]
+    after_three = rt.journeys[key]
+    more = comments(6)[3:]
+    asyncio.run(rt.admit(touchpoints(more[:2], 3)))
+    asyncio.run(rt.run())
+    rt.journeys[key] = after_three  # another worker's writes, restored here
+    rt.engine.forget()
+    asyncio.run(rt.admit(touchpoints(more[2:], 5)))
+    asyncio.run(rt.run())
+    state = rt.journey_of("live_viewer_id:douyin:88231")
+    assert state is not None and state.events_total == 4
+
+
+def test_a_trusted_engine_knows_an_erased_journey_is_gone() -> None:
+    rt = runtime()
+    rt.engine.trust()
+    viewer = {"live_viewer_id": "douyin:88231"}
+    erase = make_raw("privacy.erase", identities=viewer)
+    again = comments(8)[5:]
+    for offset, raws in ((0, comments(5)), (5, [erase]), (6, again)):
+        asyncio.run(rt.admit(touchpoints(raws, offset)))
+        asyncio.run(rt.run())
+    state = rt.journey_of("live_viewer_id:douyin:88231")
+    assert state is not None and state.events_total == 3  # begun again after the erase
 
 
 class OnTheTopic(LocalRuntime):

@@ -279,12 +279,15 @@ class PartitionView:
         aliases: Decoded[Alias] | None = None,
         journeys: Decoded[StoredJourney] | None = None,
         decisions: Decoded[DecisionRecord] | None = None,
+        timers: Decoded[bytes] | None = None,
     ) -> None:
         self.reader = reader
         self.partition = partition
         self._decoded_aliases = Decoded(decode_alias, 0) if aliases is None else aliases
         self._decoded_journeys = Decoded(_unreadable, 0) if journeys is None else journeys
         self._decoded_decisions = Decoded(decode_decisions, 0) if decisions is None else decisions
+        #: ``timers`` records kept as read or written (used only when trusted).
+        self._kept_timers = Decoded(bytes, 0) if timers is None else timers
         self._aliases: dict[str, Alias | None] = {}
         self._journeys: dict[str, JourneyState | None] = {}
         #: How each journey read had its window stored.
@@ -368,8 +371,18 @@ class PartitionView:
         try:
             return self._timers[key]
         except KeyError:
-            raw = self._timers[key] = self.reader.read("timers", self.partition, key)
-            return raw
+            pass
+        kept = self._kept_timers
+        hit, raw = kept.known(key)
+        if not hit:
+            raw = self.reader.read("timers", self.partition, key)
+            if kept.trusted:
+                if raw is None:
+                    kept.absent(key)
+                else:
+                    kept.remember(key, raw, raw)
+        self._timers[key] = raw
+        return raw
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self._timers[key] = value
@@ -394,7 +407,14 @@ class PartitionView:
             if decisions:
                 out["decisions"] = decisions
         if self._dirty_timers:
-            out["timers"] = {k: self._timers[k] for k in self._dirty_timers}
+            timers = out["timers"] = {k: self._timers[k] for k in self._dirty_timers}
+            kept = self._kept_timers
+            if kept.trusted:
+                for k, raw in timers.items():
+                    if raw is None:
+                        kept.absent(k)
+                    else:
+                        kept.remember(k, raw, raw)
         return out
 
     def _journeys_changed(self) -> dict[bytes, bytes | None]:
@@ -587,6 +607,8 @@ class BatchEngine:
         self.decoded_aliases = Decoded(decode_alias, self.limits.decoded)
         self.decoded_journeys: Decoded[StoredJourney] = Decoded(_unreadable, self.limits.decoded)
         self.decoded_decisions = Decoded(decode_decisions, self.limits.decoded)
+        #: ``timers`` records (clocks, due-time buckets, budgets), kept when trusted.
+        self.kept_timers: Decoded[bytes] = Decoded(bytes, self.limits.decoded)
         #: The internal topic's codec (the worker's sink encodes with it).
         self.messages = Messages(self.limits.decoded) if messages is None else messages
 
@@ -594,14 +616,22 @@ class BatchEngine:
         """Trust the decoded records kept instead of reading the store for
         them (see :class:`Decoded`); the shell must :meth:`forget` whenever
         anything else may have written its partitions' stores."""
-        for decoded in (self.decoded_aliases, self.decoded_journeys, self.decoded_decisions):
+        for decoded in self._kept():
             decoded.trusted = on
             decoded.clear()
 
     def forget(self) -> None:
         """Drop every decoded record kept: the stores are read again."""
-        for decoded in (self.decoded_aliases, self.decoded_journeys, self.decoded_decisions):
+        for decoded in self._kept():
             decoded.clear()
+
+    def _kept(self) -> tuple[Decoded[Any], ...]:
+        return (
+            self.decoded_aliases,
+            self.decoded_journeys,
+            self.decoded_decisions,
+            self.kept_timers,
+        )
 
     async def process(self, records: Sequence[Record]) -> None:
         """Apply ``records`` (each partition's in offset order), in batches.
@@ -733,6 +763,7 @@ class BatchEngine:
                 self.decoded_aliases,
                 self.decoded_journeys,
                 self.decoded_decisions,
+                self.kept_timers,
             )
         return view
 

@@ -193,10 +193,10 @@ def render(r: dict[str, Any]) -> str:
         "",
         "Rates are fractions of the worker's closed-loop throughput; the baseline gets the "
         "same records at the same rates. Latency = time of the first journey record "
-        "(worker: changelog; baseline: state topic) whose `recent` event ids hold the "
-        "event for the first time (one worker record covers all of a key's events in a "
-        "batch) − the event's scheduled send time. Outputs: `emitted_at` − send time, for "
-        "outputs decided by the event itself.",
+        "(worker: changelog, a journey's record or a page of its window; baseline: state "
+        "topic) whose `recent` event ids hold the event for the first time (one worker "
+        "record covers all of a key's events in a batch) − the event's scheduled send "
+        "time. Outputs: `emitted_at` − send time, for outputs decided by the event itself.",
         "",
         "| load | events/s | worker: journey write | worker: outputs (n) | worker CPU | "
         "worker drained after | baseline: journey write | baseline: outputs (n) |",

@@ -47,7 +47,11 @@ def parse_typed(text: str) -> tuple[str, str]:
 
 
 def normalise(kind: str, value: str, key: PiiKey) -> str:
-    """Canonical, PII-safe value of one identifier (phones come out hashed)."""
+    """Canonical, PII-safe value of one identifier (phones come out hashed).
+    A NUL character is refused: the journeys table keys a journey's window
+    pages as ``<customer id>\\x00w<n>`` (``streams.core.window``)."""
+    if "\x00" in value:
+        raise InvalidIdentifier(f"{kind}: an identifier may not hold a NUL character")
     value = value.strip()
     if kind in HASHED_IDENTITY_TYPES and is_hashed(value):
         return value  # already hashed (a customer id read from an output or profile)

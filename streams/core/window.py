@@ -56,7 +56,7 @@ Manifest = tuple[int, int, int, int]
 
 def page_key(customer_key: bytes, page: int) -> bytes:
     """The journeys table key of a page of a customer's window (customer ids
-    never hold a NUL: ``streams.core.identity``).
+    never hold a NUL: ``streams.core.identity.normalise`` refuses it).
 
     >>> page_key(b"member_id:M-1", 7)
     b'member_id:M-1\\x00w7'

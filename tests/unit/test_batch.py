@@ -8,6 +8,7 @@ import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from factories import POLICY, make_raw, shipped_config
 
 from streams.batch import TICK_KEY, Batch, BatchLimits, Messages, Record, applied_key
@@ -148,6 +149,26 @@ def test_an_erased_journey_takes_the_pages_of_its_window_with_it() -> None:
     asyncio.run(rt.admit(touchpoints([erase], 40)))
     asyncio.run(rt.run())
     assert rt.journeys == {}
+
+
+def test_feedback_naming_a_window_page_is_a_dead_letter() -> None:
+    """A customer id never holds a NUL: feedback naming ``<customer>\\x00w0``
+    (a journey's window page) is refused, not read as a journey."""
+    rt = runtime()
+    asyncio.run(rt.admit(touchpoints(comments(3))))
+    asyncio.run(rt.run())
+    raw = orjson.dumps(
+        {
+            "feedback_id": "fb-1",
+            "action_id": "out-1",
+            "customer_id": "live_viewer_id:douyin:88231\x00w0",
+            "outcome": "clicked",
+            "occurred_at": "2026-11-23T20:05:00+08:00",
+        }
+    )
+    asyncio.run(rt.apply([Record("feedback", "journeyflow.feedback", 0, 0, None, raw)]))
+    [letter] = rt.dead_letters
+    assert letter.reason_code == "invalid_identifier"
 
 
 def test_a_batch_is_closed_at_its_record_limit() -> None:

@@ -172,6 +172,8 @@ _BAD_INPUTS = [
     (make_raw("store.purchase", amount_minor="99.00"), "schema_violation"),
     (make_raw("live.comment", identities={"phone": "12345"}), "invalid_identifier"),
     (make_raw("live.comment", identities={"member_id": "   "}), "invalid_identifier"),
+    # the journeys table keys window pages <customer id>\x00w<n>: no NUL in a customer id
+    (make_raw("live.comment", identities={"member_id": "M-1\x00w0"}), "invalid_identifier"),
 ]
 
 

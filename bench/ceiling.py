@@ -53,10 +53,9 @@ from schemas.outputs import DeadLetter
 from streams import collector
 from streams.batch import Batch, BatchLimits, Record
 from streams.config import core_config, ingest_policy, oneid_config
-from streams.core import window
 from streams.core.engine import step
 from streams.core.ingest import Admitted, RecordMeta, admit
-from streams.core.journey import JourneyState, decode_state, encode_record, encode_state
+from streams.core.journey import JourneyState, decode_state, encode_state, table_records
 from streams.core.oneid import Message
 from streams.runtime import LocalRuntime
 from streams.settings import Settings
@@ -239,10 +238,7 @@ def _state_sizes(states: Any) -> dict[str, Any]:
     sizes = sorted(len(encode_state(st)) for st in states)
     if not sizes:
         return {}
-    records = sorted(
-        len(encode_record(st, window.store(window.NO_PAGES, st.recent).pages.manifest))
-        for st in states
-    )
+    records = sorted(len(table_records(st)[-1][1]) for st in states)  # the record comes last
     per_id: list[float] = []
     for st in states:
         recent = st.recent

@@ -305,7 +305,11 @@ class PartitionView:
         self, values: dict[str, T | None], table: str, decoded: Decoded[T], key: str
     ) -> T | None:
         """A key's committed record, decoded (or as decoded before), kept for the batch."""
-        k = key.encode()
+        value = values[key] = self._read(table, decoded, key.encode())
+        return value
+
+    def _read(self, table: str, decoded: Decoded[T], k: bytes) -> T | None:
+        """A key's committed record: kept (trusted), or read and decoded (None: absent)."""
         hit, value = decoded.known(k)
         if not hit:
             raw = self.reader.read(table, self.partition, k)
@@ -313,7 +317,6 @@ class PartitionView:
                 value = decoded.decode(k, raw)
             else:
                 decoded.absent(k)
-        values[key] = value
         return value
 
     def alias(self, key: str) -> Alias | None:
@@ -346,14 +349,7 @@ class PartitionView:
         if known is not None:
             state, self._pages[customer_id] = known
         self._journeys[customer_id] = state
-        hit, stored = self._decoded_decisions.known(k)
-        if not hit:
-            raw = self.reader.read("decisions", self.partition, k)
-            if raw:
-                stored = self._decoded_decisions.decode(k, raw)
-            else:
-                self._decoded_decisions.absent(k)
-        stored = stored or _NO_DECISIONS
+        stored = self._read("decisions", self._decoded_decisions, k) or _NO_DECISIONS
         self._stored_decisions[customer_id] = stored
         if state is not None:
             state = self._journeys[customer_id] = stored.applied_to(state)
@@ -372,17 +368,21 @@ class PartitionView:
             return self._timers[key]
         except KeyError:
             pass
-        kept = self._kept_timers
-        hit, raw = kept.known(key)
+        hit, raw = self._kept_timers.known(key)
         if not hit:
             raw = self.reader.read("timers", self.partition, key)
-            if kept.trusted:
-                if raw is None:
-                    kept.absent(key)
-                else:
-                    kept.remember(key, raw, raw)
+            self._keep_timer(key, raw)
         self._timers[key] = raw
         return raw
+
+    def _keep_timer(self, key: bytes, raw: bytes | None) -> None:
+        kept = self._kept_timers
+        if not kept.trusted:
+            return  # compared timers records are read anyway: keeping them buys nothing
+        if raw is None:
+            kept.absent(key)
+        else:
+            kept.remember(key, raw, raw)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self._timers[key] = value
@@ -408,13 +408,8 @@ class PartitionView:
                 out["decisions"] = decisions
         if self._dirty_timers:
             timers = out["timers"] = {k: self._timers[k] for k in self._dirty_timers}
-            kept = self._kept_timers
-            if kept.trusted:
-                for k, raw in timers.items():
-                    if raw is None:
-                        kept.absent(k)
-                    else:
-                        kept.remember(k, raw, raw)
+            for k, raw in timers.items():
+                self._keep_timer(k, raw)
         return out
 
     def _journeys_changed(self) -> dict[bytes, bytes | None]:

@@ -42,6 +42,30 @@ from streams.runtime import partition_of
 from streams.topics import Topics
 
 
+def _without_wal() -> rocksdict.WriteOptions:
+    options = rocksdict.WriteOptions()
+    options.disable_wal = True
+    return options
+
+
+#: The batch protocol's writes skip RocksDB's write-ahead log, as Kafka
+#: Streams' state stores do: the changelog, acknowledged before the store is
+#: written, is the log. A process killed before RocksDB flushed its memtable
+#: loses the newest writes, and with them the changelog offset written in the
+#: same batch: the store reopens at an older offset, consistent with its
+#: records, and Faust's recovery reads the changelog from there
+#: (``tests/integration/test_crash.py`` kills a worker and keeps its folder).
+#: That holds only while no write with the log comes after one without (it
+#: would survive a kill that the earlier one did not), so the option is set as
+#: the partition's store default at our first write: Faust's own writes to it
+#: (a later recovery's records and offsets) skip the log too. Faust opens a
+#: store with the log on, so its recovery writes come first. A store closed
+#: cleanly (Faust drops it on revoke and stop) is flushed by RocksDB, which
+#: does so when writes skipped the log. Skipping the log halves what a write
+#: costs (BENCHMARKS.md).
+_NO_WAL = _without_wal()
+
+
 class FaustTables:
     """``streams.batch.TableReader`` over the worker's Faust tables, and
     :meth:`write` for a batch's acknowledged changelog records."""
@@ -80,7 +104,9 @@ class FaustTables:
             # Store.set_persisted_offset writes): the store never claims an
             # offset its records do not hold, and one write instead of two
             batch.put(store.offset_key, str(offset).encode())
-            store._db_for_partition(partition).write(batch)
+            db = store._db_for_partition(partition)
+            db.set_write_options(_NO_WAL)  # Faust's own writes to it from now on too
+            db.write(batch)
         else:
             for key, value in changes.items():
                 if value is None:

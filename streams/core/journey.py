@@ -365,16 +365,74 @@ def seen_before(
     later ones (``streams.transport``) still counts once.
     """
     known = False
-    for _, seen_id, seen_source in state.recent:
-        if seen_id == event_id:
-            if source and seen_source == source:
-                return "redelivered"
-            known = True
+    if event_id in _window_ids(state.recent):  # nearly every event is new: no walk
+        for _, seen_id, seen_source in state.recent:
+            if seen_id == event_id:
+                if source and seen_source == source:
+                    return "redelivered"
+                known = True
     if is_redelivery(state, source if position is None else position) and not (
         source and occurred_ms is not None and _would_be_recent(state, occurred_ms, window)
     ):
         return "redelivered"
     return "duplicate" if known else None
+
+
+#: Recent windows lately looked into, by identity: ``id(window) -> (window,
+#: ids)``, where ``ids`` holds at least the event ids of the window (it may
+#: hold ids the window no longer does). Each entry keeps its window alive, so
+#: an id is never another window's while its entry lasts. Oldest entries go
+#: first beyond :data:`_WINDOWS_KEPT`.
+_windows: dict[int, tuple[tuple[tuple[int, str, str], ...], set[str]]] = {}
+_WINDOWS_KEPT = 16_384
+
+
+def _window_ids(recent: tuple[tuple[int, str, str], ...]) -> set[str]:
+    """A set holding at least the event ids in ``recent``, kept with it: a
+    hot customer's window (up to 256 entries) is walked in Python only when
+    the event's id may be there, and a window grown by one event
+    (:func:`_add_recent`) shares its predecessor's set.
+
+    >>> w = ((1, "a", "0:1"), (2, "b", "0:2"))
+    >>> sorted(_window_ids(w)), _window_ids(w) is _window_ids(w)
+    (['a', 'b'], True)
+    """
+    entry = _windows.get(id(recent))
+    if entry is not None and entry[0] is recent:
+        return entry[1]
+    ids = {seen[1] for seen in recent}
+    _keep_window(recent, ids)
+    return ids
+
+
+def _keep_window(recent: tuple[tuple[int, str, str], ...], ids: set[str]) -> None:
+    if len(_windows) >= _WINDOWS_KEPT:
+        del _windows[next(iter(_windows))]
+    _windows[id(recent)] = (recent, ids)
+
+
+def _add_recent(
+    recent: tuple[tuple[int, str, str], ...], seen: tuple[int, str, str], limit: int
+) -> tuple[tuple[int, str, str], ...]:
+    """``recent`` with ``seen`` (:func:`_with_newest`); the new window shares
+    the old one's id set when the old one had a set (the id is added to it,
+    which only makes it hold more than the old window), until it holds twice
+    the window's ids; the old window's entry goes (asked again, it is rebuilt).
+
+    >>> w = ((1, "a", "0:1"),)
+    >>> ids = _window_ids(w)
+    >>> grown = _add_recent(w, (2, "b", "0:2"), 1)
+    >>> grown, _window_ids(grown) is ids, "b" in ids
+    (((2, 'b', '0:2'),), True, True)
+    """
+    out: tuple[tuple[int, str, str], ...] = _with_newest(recent, seen, limit)
+    entry = _windows.get(id(recent))
+    if entry is not None and entry[0] is recent:
+        del _windows[id(recent)]  # its successor is the one looked into next
+        if len(entry[1]) < 2 * limit:
+            entry[1].add(seen[1])
+            _keep_window(out, entry[1])
+    return out
 
 
 def _would_be_recent(state: JourneyState, occurred_ms: int, window: int) -> bool:
@@ -495,7 +553,7 @@ def apply_event(
             "duplicates": state.duplicates + 1,
             # this record too, so that reading it again (a restart re-sending
             # it on a new position) is known as a redelivery, not counted twice
-            "recent": _with_newest(
+            "recent": _add_recent(
                 state.recent, (t_dup, event.event_id, source), limits.recent_event_ids
             )
             if source
@@ -517,7 +575,7 @@ def apply_event(
         "channel_counts": _bump(state.channel_counts, event.channel),
         "event_counts": _bump(state.event_counts, key),
         "last_ms_by_type": {**state.last_ms_by_type, key: newest_of_type},
-        "recent": _with_newest(state.recent, (t, event.event_id, source), limits.recent_event_ids),
+        "recent": _add_recent(state.recent, (t, event.event_id, source), limits.recent_event_ids),
         "source_offsets": advance_position(state.source_offsets, position),
     }
     if entered is not None:

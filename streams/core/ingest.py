@@ -131,5 +131,6 @@ def admit(raw: bytes, meta: RecordMeta, policy: IngestPolicy) -> Admitted | Dead
             [FieldError(field=field, message=str(exc))],
             event.event_id,
         )
-    safe = event.model_copy(update={"identities": identities})
+    same = list(identities.items()) == list(event.identities.items())  # order too
+    safe = event if same else event.model_copy(update={"identities": identities})
     return Admitted(safe, customer_id_for(identities), occurred, f"{meta.partition}:{meta.offset}")

@@ -30,7 +30,13 @@ one core:
   customer's other events of the batch). Not shown: a paced worker's
   caches may also have gone cold between its batches.
 
-``core`` and ``core_and_codecs`` run on at most :data:`LEGACY_EVENTS` of the
+- ``codecs``: the codecs alone, timed call by call inside the ``core``
+  loop: reading and validating the touchpoint, encoding its re-keyed record,
+  the journey's record and page (once per event), outputs and dead letters.
+  What any engine speaking these formats in Python pays per event before
+  doing anything else.
+
+``core``, ``core_and_codecs`` and ``codecs`` run on at most :data:`LEGACY_EVENTS` of the
 inputs (they are kept for comparison with earlier results). The
 ``batch_protocol`` pass also counts outcomes; the harness uses them as the
 expected totals (admitted events, dead letters, outputs) when it accounts
@@ -40,6 +46,7 @@ for the worker's work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections import Counter
@@ -48,15 +55,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models.trainer import encode_example
-from schemas.codec import encode
+from schemas.codec import InvalidEvent, decode_touchpoint, encode
 from schemas.outputs import DeadLetter
 from streams import collector
 from streams.batch import Batch, BatchLimits, Record
 from streams.config import core_config, ingest_policy, oneid_config
+from streams.core import window
 from streams.core.engine import step
 from streams.core.ingest import Admitted, RecordMeta, admit
-from streams.core.journey import JourneyState, decode_state, encode_state, table_records
-from streams.core.oneid import Message
+from streams.core.journey import (
+    JourneyState,
+    decode_state,
+    encode_record,
+    encode_state,
+    table_records,
+)
+from streams.core.oneid import Message, encode_message, route_event
 from streams.runtime import LocalRuntime
 from streams.settings import Settings
 
@@ -284,6 +298,71 @@ def _codec_pass(inputs: Sequence[Input], settings: Settings) -> tuple[float, flo
     return time.perf_counter() - wall0, time.process_time() - cpu0
 
 
+def _codecs_within_core(inputs: Sequence[Input], settings: Settings) -> dict[str, Any]:
+    """``codecs``: what the codecs alone cost per input, timed call by call
+    inside the ``core`` loop (admit + step, no One-ID): the touchpoint read
+    and validated (admission's decode), the re-keyed record encoded (the
+    internal topic's ``route`` message), the journey's table record and the
+    window page an event rewrites encoded once per event (as under paced
+    traffic: one change per customer per batch), outputs and dead letters
+    stamped and encoded. Decoding the internal record and the journey is
+    left out (the worker keeps what it sent and what it decoded). A floor
+    under any engine that speaks these formats in Python: what is left of
+    the per-event budget for everything else."""
+    core = core_config(settings)
+    policy = ingest_policy(settings)
+    topic = settings.topic("touchpoints")
+    states: dict[str, JourneyState] = {}
+    pages: dict[str, window.Pages] = {}
+    spent: Counter[str] = Counter()
+    clock = time.perf_counter
+    for offset, (raw, ts) in enumerate(inputs):
+        t0 = clock()
+        with contextlib.suppress(InvalidEvent):
+            decode_touchpoint(raw)
+        spent["touchpoint_read"] += clock() - t0
+        result = admit(raw, RecordMeta(topic, 0, offset, ts), policy)
+        if isinstance(result, DeadLetter):
+            t0 = clock()
+            encode(result)
+            spent["outputs_and_dead_letters"] += clock() - t0
+            continue
+        route = route_event(result)[1]
+        t0 = clock()
+        encode_message(route)
+        spent["rekeyed_record"] += clock() - t0
+        cid = result.customer_id
+        stepped = step(states.get(cid), result, core)
+        if stepped.state is None:
+            states.pop(cid, None)
+            pages.pop(cid, None)
+        elif stepped.outcome != "redelivered":
+            state = states[cid] = stepped.state
+            stored = window.store(pages.get(cid, window.NO_PAGES), state.recent)
+            pages[cid] = stored.pages
+            t0 = clock()
+            for entries in stored.write.values():
+                window.encode_page(entries)
+            encode_record(state, stored.pages.manifest)
+            spent["journey_record_and_page"] += clock() - t0
+        if stepped.outputs:
+            t0 = clock()
+            now = datetime.now(UTC)
+            for out in stepped.outputs:
+                encode(out.model_copy(update={"emitted_at": now}))
+            spent["outputs_and_dead_letters"] += clock() - t0
+    n = max(1, len(inputs))
+    parts = {name: round(seconds / n * 1e6, 2) for name, seconds in sorted(spent.items())}
+    return {
+        "what": "the codecs alone, timed call by call inside admit + step (no One-ID): "
+        "touchpoint read and validated, re-keyed record, journey record and page "
+        "(once per event), outputs and dead letters; µs per input",
+        "events": len(inputs),
+        "us_per_event": round(sum(spent.values()) / n * 1e6, 1),
+        "us_per_event_by_part": parts,
+    }
+
+
 def _timing(n: int, wall: float, cpu: float) -> dict[str, Any]:
     return {
         "events": n,
@@ -310,6 +389,8 @@ def measure(inputs: Sequence[Input], settings: Settings) -> dict[str, Any]:
         wall_core, cpu_core, _ = _core_pass(legacy, settings)
         gc.collect()
         wall_codec, cpu_codec = _codec_pass(legacy, settings)
+        gc.collect()
+        codecs = _codecs_within_core(legacy, settings)
     return {
         "events": n,
         "batch_protocol": {
@@ -334,5 +415,6 @@ def measure(inputs: Sequence[Input], settings: Settings) -> dict[str, Any]:
             "what": "core + the pre-batch worker's per-event encodes/decodes, no One-ID",
             **_timing(len(legacy), wall_codec, cpu_codec),
         },
+        "codecs": codecs,
         **counts,
     }

@@ -154,6 +154,15 @@ def render(r: dict[str, Any]) -> str:
         f"| ceiling: admit + step + per-event codecs (no One-ID{first}) | "
         f"{_num(codecs.get('events_per_s'))} | {_num(codecs.get('seconds'), 1)} | 1 | | |",
     ]
+    alone = ceil.get("codecs")
+    if alone:
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in alone["us_per_event_by_part"].items())
+        lines.append(
+            f"| ceiling: the codecs alone, timed inside admit + step{first} "
+            f"({_num(alone.get('us_per_event'), 1)} µs/event: {parts}) | "
+            f"{_num(1e6 / alone['us_per_event'] if alone.get('us_per_event') else None)} "
+            "| | 1 | | |"
+        )
     limit = r.get("broker_limit", {})
     for step, tool in (
         ("produce", "ProducerPerformance, acks=all"),

@@ -92,3 +92,32 @@ def test_a_worker_on_an_empty_folder_restores_every_table(
     assert after["processed"] == book["processed"]
     assert after["duplicates"] == book["duplicates"] + len(again) - invalid
     assert after["dead_lettered"] == book["dead_lettered"] + invalid
+
+
+def test_a_worker_stopped_cleanly_restarts_on_its_folder_without_reading_back(
+    namespace: Namespace, tmp_path: Path
+) -> None:
+    """The batch protocol writes RocksDB without its write-ahead log
+    (``streams.tables``): a clean stop must still leave every write in the
+    folder (RocksDB flushes when the store is closed), so a rolling restart
+    reads no changelog back and serves what it served."""
+    worker = namespace.worker(tmp_path, JOURNEYFLOW_LOG_LEVEL="info").start()
+    records = dataset()
+    produce(namespace.bootstrap, namespace.topic("touchpoints"), records)
+    eventually(
+        lambda: accounted(namespace),
+        timeout=240,
+        what=lambda: f"all inputs accounted for {LAST_BOOK}; {worker.log_tail()}",
+    )
+    who = identifiers(records)
+    served = eventually(
+        lambda: (lambda a, b: a if a == b else None)(profiles(worker, who), profiles(worker, who)),
+        what="the journeys to settle",
+    )
+    worker.stop(signal.SIGTERM)
+
+    worker.start()  # the same data folder
+    assert profiles(worker, who) == served
+    log = worker.log_path.read_text().split(f"===== start {worker.starts} =====")[-1]
+    assert "Restore complete" in log, worker.log_tail()
+    assert "changelog records restored" not in log, worker.log_tail()

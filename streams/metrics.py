@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 if TYPE_CHECKING:
     from streams.batch import Batch
@@ -27,7 +28,8 @@ class Metrics:
         self.registry = registry
         self.events = Counter(
             "journeyflow_events_total",
-            "Input events by outcome: processed, duplicate, erased, dead_lettered.",
+            "Input events by outcome: processed, duplicate, redelivered (read again after a "
+            "restart or rebalance: changes nothing), erased, dead_lettered.",
             ["outcome"],
             registry=registry,
         )
@@ -224,3 +226,39 @@ class Metrics:
         self.batch_records.observe(len(batch.records))
         if batch.started is not None:
             self.batch_seconds.observe(time.perf_counter() - batch.started)
+
+
+def catalog(metrics: Metrics) -> list[tuple[str, str, tuple[str, ...], str]]:
+    """Every metric a worker exports: ``(name, type, labels, meaning)``, the
+    name as Prometheus scrapes it (a counter's with ``_total``; a histogram's
+    also gives ``_bucket``, ``_sum`` and ``_count`` series). The README's
+    metrics catalog is this table (``python -m streams.metrics``;
+    ``tests/unit/test_readme.py`` keeps the two the same).
+
+    >>> rows = catalog(Metrics(CollectorRegistry()))
+    >>> rows[0][:3]
+    ('journeyflow_events_total', 'counter', ('outcome',))
+    >>> rows[3][:3]
+    ('journeyflow_batch_seconds', 'histogram', ())
+    """
+    rows = []
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            (family,) = value.describe()
+            name = family.name + ("_total" if family.type == "counter" else "")
+            # _labelnames: prometheus_client keeps a metric's label names there
+            rows.append((name, family.type, tuple(value._labelnames), family.documentation))
+    return rows
+
+
+def catalog_markdown() -> str:
+    """The catalog as the README's Markdown table."""
+    lines = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for name, kind, labels, meaning in catalog(Metrics(CollectorRegistry())):
+        shown = ", ".join(f"`{label}`" for label in labels) or "–"
+        lines.append(f"| `{name}` | {kind} | {shown} | {meaning} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(catalog_markdown())

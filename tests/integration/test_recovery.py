@@ -49,17 +49,26 @@ def profiles(worker: WorkerProcess, who: list[str]) -> dict[str, dict]:
     return out
 
 
-def test_a_worker_on_an_empty_folder_restores_every_table(
-    namespace: Namespace, tmp_path: Path
-) -> None:
-    first = namespace.worker(tmp_path).start()
+def fed(
+    namespace: Namespace, tmp_path: Path, **extra: str
+) -> tuple[WorkerProcess, list[tuple[bytes, bytes, int]], dict]:
+    """A worker that applied the crash test's dataset: the worker, the
+    records, and the ledger once every input is accounted for."""
+    worker = namespace.worker(tmp_path, **extra).start()
     records = dataset()
     produce(namespace.bootstrap, namespace.topic("touchpoints"), records)
     book = eventually(
         lambda: accounted(namespace),
         timeout=240,
-        what=lambda: f"all inputs accounted for {LAST_BOOK}; {first.log_tail()}",
+        what=lambda: f"all inputs accounted for {LAST_BOOK}; {worker.log_tail()}",
     )
+    return worker, records, book
+
+
+def test_a_worker_on_an_empty_folder_restores_every_table(
+    namespace: Namespace, tmp_path: Path
+) -> None:
+    first, records, book = fed(namespace, tmp_path)
     who = identifiers(records)
     assert len(who) > 100
     served = eventually(
@@ -101,14 +110,7 @@ def test_a_worker_stopped_cleanly_restarts_on_its_folder_without_reading_back(
     (``streams.tables``): a clean stop must still leave every write in the
     folder (RocksDB flushes when the store is closed), so a rolling restart
     reads no changelog back and serves what it served."""
-    worker = namespace.worker(tmp_path, JOURNEYFLOW_LOG_LEVEL="info").start()
-    records = dataset()
-    produce(namespace.bootstrap, namespace.topic("touchpoints"), records)
-    eventually(
-        lambda: accounted(namespace),
-        timeout=240,
-        what=lambda: f"all inputs accounted for {LAST_BOOK}; {worker.log_tail()}",
-    )
+    worker, records, _ = fed(namespace, tmp_path, JOURNEYFLOW_LOG_LEVEL="info")
     who = identifiers(records)
     served = eventually(
         lambda: (lambda a, b: a if a == b else None)(profiles(worker, who), profiles(worker, who)),

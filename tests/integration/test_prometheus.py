@@ -1,0 +1,146 @@
+"""The alert rules against a real Prometheus (Debian's package): it scrapes a
+worker under traffic that makes it decide, learn and dead-letter, loads
+``deploy/prometheus/alerts.yml``, evaluates every rule without error, and
+every series selector the rules read returns data. A rule that watched a
+metric the worker does not export, or under other labels, would never fire."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import urllib.parse
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import Namespace, eventually, http_get, metric_samples
+from kafka_io import produce
+from test_learning import LEARNING, traffic
+
+from streams import broker
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
+#: A series selector in a PromQL expression: a metric name and its matchers.
+SELECTOR = re.compile(r"\b((?:journeyflow_\w+|up)(?:\{[^}]*\})?)")
+
+
+def selectors(expr: str) -> set[str]:
+    return {s for s in SELECTOR.findall(expr) if not s.startswith("up") or "{" in s}
+
+
+def test_prometheus_scrapes_a_worker_and_every_rule_reads_live_series(
+    namespace: Namespace, tmp_path: Path
+) -> None:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus not found: install Debian's prometheus package (.ci/run does)")
+    worker = namespace.worker(tmp_path, **LEARNING).start()
+    records, _ = traffic(datetime.now(UTC) - timedelta(hours=2))
+    produce(
+        namespace.bootstrap,
+        namespace.topic("touchpoints"),
+        [*records, (b"broken", b'{"event_id": "x", ')],  # and a dead letter
+    )
+    # decisions labelled, a model trained, its snapshot and quality in use
+    eventually(
+        lambda: (
+            metric_samples(worker.url, "journeyflow_model_quality").get(
+                'journeyflow_model_quality{metric="auc",target="convert"}'
+            )
+            is not None
+        ),
+        timeout=240,
+        what=lambda: f"a model with a quality in use; {worker.log_tail(20)}",
+    )
+
+    port = broker.free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(RULES)],
+                "scrape_configs": [
+                    {
+                        "job_name": "journeyflow",
+                        "static_configs": [{"targets": [f"127.0.0.1:{worker.web_port}"]}],
+                    }
+                ],
+            }
+        )
+    )
+    log = (tmp_path / "prometheus.log").open("wb")
+    prometheus = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    api = f"http://127.0.0.1:{port}/api/v1"
+
+    def query(expr: str) -> list[dict]:
+        status, body = http_get(f"{api}/query?query={urllib.parse.quote(expr)}")
+        assert status == 200 and body["status"] == "success", (expr, body)
+        return body["data"]["result"]
+
+    def prometheus_log() -> str:
+        return (tmp_path / "prometheus.log").read_text(errors="replace")[-3000:]
+
+    try:
+
+        def answers() -> bool:
+            try:
+                return http_get(f"{api}/query?query=up")[0] == 200
+            except OSError:  # not listening yet
+                return prometheus.poll() is not None  # exited: fail below, not time out
+
+        eventually(
+            answers,
+            timeout=60,
+            what=lambda: f"Prometheus up; {prometheus_log()}",
+        )
+        assert prometheus.poll() is None, f"Prometheus exited: {prometheus_log()}"
+        eventually(
+            lambda: [s["value"][1] for s in query('up{job="journeyflow"}')] == ["1"],
+            timeout=60,
+            what=lambda: f"the worker scraped; {prometheus_log()}",
+        )
+
+        # every rule evaluated, none with an error
+        def evaluated() -> list[dict] | None:
+            _, body = http_get(f"{api}/rules")
+            rules = [r for g in body["data"]["groups"] for r in g["rules"]]
+            done = all(r.get("lastEvaluation", "0001").startswith("2") for r in rules)
+            return rules if rules and done else None
+
+        rules = eventually(evaluated, timeout=60, what="every rule evaluated once")
+        alerts = yaml.safe_load(RULES.read_text())["groups"][0]["rules"]
+        assert {r["name"] for r in rules} == {a["alert"] for a in alerts}
+        assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
+
+        # every series a rule reads is there (a rate over a counter needs two scrapes)
+        wanted = sorted({s for a in alerts for s in selectors(a["expr"])})
+        assert len(wanted) >= 8
+
+        def missing() -> list[str]:
+            return [s for s in wanted if not query(s)]
+
+        eventually(lambda: not missing(), timeout=60, what=lambda: f"series for {missing()}")
+        for alert in alerts:  # and each whole expression evaluates
+            query(alert["expr"])
+    finally:
+        prometheus.terminate()
+        try:
+            prometheus.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            prometheus.kill()
+        log.close()

@@ -509,6 +509,8 @@ class Batch:
     #: ``erased``), ``dead_lettered``, ``dlq_<reason>``, ``late``,
     #: ``feedback_<result>``, ``refused_<reason>``.
     counts: Counter[str] = field(default_factory=Counter)
+    #: Touchpoints applied to journeys, by ``(channel, outcome)``.
+    inputs: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: Kafka timestamps (ms) of the input records of the events applied.
     applied_timestamps: list[int] = field(default_factory=list)
     #: Partition -> its event-time clock after the batch (ms).
@@ -833,6 +835,9 @@ class BatchEngine:
             view.set_journey(key, fx.journey)
         if fx.outcome is not None:
             batch.counts[fx.outcome] += 1
+            event = getattr(message, "event", None)
+            if event is not None:
+                batch.inputs[event.channel, fx.outcome] += 1
             if record.timestamp_ms is not None:
                 batch.applied_timestamps.append(record.timestamp_ms)
             if event_ms is not None:

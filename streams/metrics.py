@@ -33,6 +33,14 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.inputs = Counter(
+            "journeyflow_inputs_total",
+            "Touchpoints applied to journeys, by channel (livestream, wechat_group, store, "
+            "chatbot, mini_program, ecommerce, ad) and outcome (processed, duplicate, "
+            "redelivered, erased); inputs dead-lettered are in journeyflow_dead_letters_total.",
+            ["channel", "outcome"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "journeyflow_dead_letters_total",
             "Inputs sent to the DLQ, by reason.",
@@ -205,6 +213,8 @@ class Metrics:
                 self.decisions.labels(name[9:]).inc(n)
             elif name == "late":
                 self.late_events.inc(n)
+        for (channel, outcome), n in batch.inputs.items():
+            self.inputs.labels(channel, outcome).inc(n)
         for (kind, rule), n in collections.Counter(
             (o.kind, o.rule_id) for o in batch.outputs
         ).items():
@@ -238,7 +248,7 @@ def catalog(metrics: Metrics) -> list[tuple[str, str, tuple[str, ...], str]]:
     >>> rows = catalog(Metrics(CollectorRegistry()))
     >>> rows[0][:3]
     ('journeyflow_events_total', 'counter', ('outcome',))
-    >>> rows[3][:3]
+    >>> rows[4][:3]
     ('journeyflow_batch_seconds', 'histogram', ())
     """
     rows = []

@@ -5,15 +5,17 @@ identifier the traffic carried appears in it."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Namespace, http_get
+from conftest import Namespace, http_get, metric_samples
 from prometheus_client import CollectorRegistry
 from test_recovery import fed, identifiers
 
+from schemas.vocabulary import CHANNELS
 from streams.metrics import Metrics, catalog
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -37,8 +39,18 @@ def test_a_live_worker_s_metrics_pass_promtool(namespace: Namespace, tmp_path: P
     exported = {line.split()[2] for line in text.splitlines() if line.startswith("# HELP ")}
     missing = [name for name, *_ in catalog(Metrics(CollectorRegistry())) if name not in exported]
     assert not missing, f"in the catalog, not exported: {missing}"
-    assert 'journeyflow_events_total{outcome="processed"}' in text
     assert "journeyflow_dead_letters_total{reason=" in text
+    # inputs by channel add up to the outcomes, channels from the vocabulary
+    samples = metric_samples(worker.url, "journeyflow_inputs_total", "journeyflow_events_total")
+    by_channel: dict[str, float] = {}
+    for sample, value in samples.items():
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', sample))
+        if sample.startswith("journeyflow_inputs_total"):
+            assert labels["channel"] in CHANNELS, sample
+            by_channel[labels["outcome"]] = by_channel.get(labels["outcome"], 0) + value
+    for outcome in ("processed", "duplicate"):
+        total = samples[f'journeyflow_events_total{{outcome="{outcome}"}}']
+        assert by_channel[outcome] == total > 0, (outcome, by_channel)
 
     # label values are bounded: no identifier of the traffic, typed or raw
     who = identifiers(records)

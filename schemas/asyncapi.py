@@ -1,0 +1,183 @@
+"""Write ``schemas/asyncapi.yaml``: the AsyncAPI 3 document of journeyflow's
+public topics, their keys and payloads (the JSON Schema files beside it).
+
+python -m schemas.asyncapi          # rewrite the file
+python -m schemas.asyncapi --check  # exit 1 if the committed file is stale
+
+Operations are journeyflow's: it *receives* touchpoints and feedback and
+*sends* everything else. Topic names are those of the default namespace
+(``JOURNEYFLOW_TOPIC_NAMESPACE``, ``journeyflow``). ``tests/unit/test_asyncapi.py``
+keeps the file current and has AsyncAPI's own parser validate it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml  # type: ignore[import-untyped]
+
+from schemas.events import SCHEMA_VERSION
+from streams.settings import Settings
+from streams.topics import TopicSpec, topics_for
+
+OUT = Path(__file__).resolve().parent / "asyncapi.yaml"
+
+#: (topic field of ``streams.topics.Topics``, message, schema file, journeyflow's action, summary)
+PUBLIC: tuple[tuple[str, str, str, str, str], ...] = (
+    (
+        "touchpoints",
+        "touchpoint",
+        "touchpoint",
+        "receive",
+        "A customer touchpoint: livestream, WeChat group, store, chatbot, mini program, "
+        "e-commerce or ad event (contract v1).",
+    ),
+    (
+        "feedback",
+        "feedback",
+        "feedback",
+        "receive",
+        "What became of an action: delivered, clicked, converted, failed, ... "
+        "(counted once per feedback_id).",
+    ),
+    (
+        "actions",
+        "action",
+        "action",
+        "send",
+        "A next-best-action for marketing automation to deliver.",
+    ),
+    (
+        "holdout",
+        "holdoutAction",
+        "action",
+        "send",
+        "What a holdout customer would have received (holdout: true). Never deliver these: "
+        "they measure the lift.",
+    ),
+    (
+        "alerts",
+        "alert",
+        "alert",
+        "send",
+        "An alert for a store guide, a sales rep or customer service (hot lead, VIP "
+        "arrival, negative sentiment).",
+    ),
+    (
+        "live_triggers",
+        "liveTrigger",
+        "live_trigger",
+        "send",
+        "A real-time cue for a livestream team while the show is on.",
+    ),
+    (
+        "merges",
+        "merge",
+        "merge",
+        "send",
+        "One-ID merged two customers: the survivor, the absorbed id and identifiers.",
+    ),
+    (
+        "dlq",
+        "deadLetter",
+        "dead_letter",
+        "send",
+        "An input record that was refused: reason, fields at fault, source position and the "
+        "original bytes.",
+    ),
+)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def document(settings: Settings | None = None) -> dict[str, Any]:
+    """The AsyncAPI 3.1 document, as a mapping."""
+    # the defaults, whatever the environment says: the document is committed
+    topics = topics_for(settings or Settings.model_construct())
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    for field, message, schema, action, summary in PUBLIC:
+        spec: TopicSpec = getattr(topics, field)
+        channel = _camel(field)
+        messages[message] = {
+            "name": message,
+            "title": f"{schema.replace('_', ' ')} v{SCHEMA_VERSION}",
+            "summary": summary,
+            "contentType": "application/json",
+            "payload": {
+                "schemaFormat": "application/schema+json;version=draft-07",
+                "schema": {"$ref": f"./json/{schema}.v{SCHEMA_VERSION}.schema.json"},
+            },
+            "bindings": {
+                "kafka": {
+                    "key": {"type": "string", "description": spec.key},
+                    "bindingVersion": "0.5.0",
+                }
+            },
+        }
+        channels[channel] = {
+            "address": spec.name,
+            "description": spec.purpose,
+            "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+        }
+        verb = "receive" if action == "receive" else "send"
+        operations[f"{verb}{channel[0].upper()}{channel[1:]}"] = {
+            "action": action,
+            "channel": {"$ref": f"#/channels/{channel}"},
+            "summary": summary,
+            "messages": [{"$ref": f"#/channels/{channel}/messages/{message}"}],
+        }
+    return {
+        "asyncapi": "3.1.0",
+        "info": {
+            "title": "journeyflow",
+            "version": f"{SCHEMA_VERSION}.0.0",
+            "description": "Real-time customer journeys from Kafka: the topics a brand's "
+            "producers write touchpoints and feedback to, and those journeyflow writes "
+            "actions, alerts, live triggers, merges and dead letters to. Payloads are UTF-8 "
+            "JSON; topic names take JOURNEYFLOW_TOPIC_NAMESPACE (here the default). "
+            "Generated by python -m schemas.asyncapi.",
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "kafka": {
+                "host": "localhost:9092",
+                "protocol": "kafka",
+                "description": "The brand's Kafka cluster (JOURNEYFLOW_KAFKA_BOOTSTRAP).",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages},
+    }
+
+
+def render() -> str:
+    header = "# Generated by `python -m schemas.asyncapi`: do not edit.\n"
+    body: str = yaml.safe_dump(document(), sort_keys=False, allow_unicode=True, width=100)
+    return header + body
+
+
+def stale(path: Path = OUT) -> bool:
+    return not path.exists() or path.read_text("utf-8") != render()
+
+
+def main(argv: list[str]) -> int:
+    if "--check" in argv:
+        if stale():
+            print(f"{OUT} is stale: run python -m schemas.asyncapi", file=sys.stderr)
+            return 1
+        return 0
+    OUT.write_text(render(), "utf-8")
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -300,6 +300,10 @@ class PartitionView:
         self._dirty_timers: set[bytes] = set()
         #: The partition's burst budget, read at its first use in the batch.
         self.budget: Budget | None = None
+        #: Journeys that changed stage, by ``(from, to)``, for the metrics:
+        #: ``"none"`` before is a journey's first stage, after a journey gone
+        #: (erased, or merged into another).
+        self.stage_moves: Counter[tuple[str, str]] = Counter()
 
     def _load(
         self, values: dict[str, T | None], table: str, decoded: Decoded[T], key: str
@@ -359,6 +363,11 @@ class PartitionView:
         return self.reader.read("journeys", self.partition, window.page_key(customer_key, number))
 
     def set_journey(self, customer_id: str, state: JourneyState | None) -> None:
+        old = self._journeys.get(customer_id)  # read before it is set
+        before = None if old is None else old.stage
+        after = None if state is None else state.stage
+        if before != after:
+            self.stage_moves[before or "none", after or "none"] += 1
         self._journeys[customer_id] = state
         self._dirty_journeys.add(customer_id)
 

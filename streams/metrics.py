@@ -41,6 +41,15 @@ class Metrics:
             ["channel", "outcome"],
             registry=registry,
         )
+        self.stage_transitions = Counter(
+            "journeyflow_stage_transitions_total",
+            "Journeys that changed stage (AIPL by default: JOURNEYFLOW_STAGE_MODEL), by "
+            "from_stage and to_stage: forward with events, back by the stage model's decay "
+            "rules; from_stage none is a journey's first stage, to_stage none a journey gone "
+            "(erased, or merged into another).",
+            ["from_stage", "to_stage"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "journeyflow_dead_letters_total",
             "Inputs sent to the DLQ, by reason.",
@@ -215,6 +224,9 @@ class Metrics:
                 self.late_events.inc(n)
         for (channel, outcome), n in batch.inputs.items():
             self.inputs.labels(channel, outcome).inc(n)
+        for view in batch.views.values():
+            for (before, after), n in view.stage_moves.items():
+                self.stage_transitions.labels(before, after).inc(n)
         for (kind, rule), n in collections.Counter(
             (o.kind, o.rule_id) for o in batch.outputs
         ).items():
@@ -248,7 +260,7 @@ def catalog(metrics: Metrics) -> list[tuple[str, str, tuple[str, ...], str]]:
     >>> rows = catalog(Metrics(CollectorRegistry()))
     >>> rows[0][:3]
     ('journeyflow_events_total', 'counter', ('outcome',))
-    >>> rows[4][:3]
+    >>> rows[5][:3]
     ('journeyflow_batch_seconds', 'histogram', ())
     """
     rows = []

@@ -691,7 +691,10 @@ class BatchEngine:
             raise
         except BaseException as exc:
             log.error(
-                "a batch of %d records could not be sent or written: %r", len(batch.records), exc
+                "a batch of %d records could not be sent or written: %r",
+                len(batch.records),
+                exc,
+                extra={"records": len(batch.records), "partitions": sorted(batch.views)},
             )
             if self.on_failure is not None:
                 self.on_failure(exc)

@@ -78,6 +78,7 @@ def run_worker(settings: Settings) -> None:
 
     from streams.admin import check_broker, ensure_topics
     from streams.app import create_app
+    from streams.logs import logging_config
 
     asyncio.run(check_broker(settings.bootstrap))
     created = asyncio.run(ensure_topics(settings))
@@ -91,7 +92,12 @@ def run_worker(settings: Settings) -> None:
         )
     jf = create_app(settings)
     collector.tune(settings.gc_threshold)
-    Worker(jf.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    Worker(
+        jf.app,
+        loglevel=settings.log_level,
+        logging_config=logging_config(settings.log_level, settings.log_format),
+        quiet=True,
+    ).execute_from_commandline()
 
 
 # ---------------------------------------------------------------------- kafka

@@ -244,6 +244,11 @@ class Settings(BaseSettings):
         description="... or this long after the last one, whichever comes first.",
     )
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="json: one JSON object per log line (ts, level, logger, message, and "
+        "topic, partition, offset where a line is about one), for a log pipeline.",
+    )
 
     @property
     def bootstrap(self) -> str:

@@ -54,6 +54,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
 from streams.batch import IMPORT_HEADER, Record, Stream
+from streams.logs import where
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,12 @@ def _quiet(applied: AppliedPosition) -> AppliedPosition:
         try:
             return applied(tp)
         except Exception as exc:  # the seek must not fail over a missing hint
-            log.warning("%s: applied position unreadable (%s); starting at the commit", tp, exc)
+            log.warning(
+                "%s: applied position unreadable (%s); starting at the commit",
+                tp,
+                exc,
+                extra=where(tp),
+            )
             return None
 
     return read
@@ -270,6 +276,7 @@ class Consumer(faust_aiokafka.Consumer):
                     tp,
                     position,
                     committed[tp] - 1,
+                    extra=where(tp, position),
                 )
                 await self.seek(tp, position)
                 committed[tp] = position
@@ -314,7 +321,12 @@ class Consumer(faust_aiokafka.Consumer):
                     if self._cursors.get(tp) is not cursor:
                         continue  # positioned meanwhile, which fetches it again
                     if not gone(cursor.due, start):
-                        log.info("%s: %d arrived while %d was due; fetching again", tp, *jump)
+                        log.info(
+                            "%s: %d arrived while %d was due; fetching again",
+                            tp,
+                            *jump,
+                            extra=where(tp, cursor.due),
+                        )
                         cursor.sought_after = self._fetches
                         await self.seek(tp, cursor.due)
                         continue
@@ -324,6 +336,7 @@ class Consumer(faust_aiokafka.Consumer):
                         cursor.due,
                         message.offset - 1,
                         message.offset,
+                        extra=where(tp, cursor.due),
                     )
                     step = "pass"
                 if step != "pass":
@@ -353,11 +366,18 @@ class Consumer(faust_aiokafka.Consumer):
             at = refetch_at(self._cursors.get(tp), fetch)
             if at is None:
                 continue  # no longer assigned: the positioning left it out
-            log.info("%s: records from %d were dropped while positioning; fetching again", tp, at)
+            log.info(
+                "%s: records from %d were dropped while positioning; fetching again",
+                tp,
+                at,
+                extra=where(tp, at),
+            )
             try:
                 await self.seek(tp, at)
             except IllegalStateError:  # revoked by a rebalance under way: it positions anew
-                log.info("%s: no longer assigned; left to the next positioning", tp)
+                log.info(
+                    "%s: no longer assigned; left to the next positioning", tp, extra=where(tp)
+                )
 
     async def _apply(self, messages: list[Message]) -> None:
         """Hand a fetch's stream records to the batch protocol, unless the

@@ -1,11 +1,15 @@
-"""The alert rules against a real Prometheus (Debian's package): it scrapes a
-worker under traffic that makes it decide, learn and dead-letter, loads
-``deploy/prometheus/alerts.yml``, evaluates every rule without error, and
-every series selector the rules read returns data. A rule that watched a
-metric the worker does not export, or under other labels, would never fire."""
+"""The alert rules and dashboards against a real Prometheus (Debian's
+package): it scrapes a worker under traffic that makes it decide, learn and
+dead-letter, loads ``deploy/prometheus/alerts.yml``, evaluates every rule
+without error, and every series selector the rules read returns data. A rule
+that watched a metric the worker does not export, or under other labels,
+would never fire. Every dashboard query (``deploy/grafana/build.py``)
+evaluates too, and every metric the dashboards read has series, but for
+those this traffic cannot make (listed)."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -25,8 +29,29 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
+GRAFANA_BUILD = ROOT / "deploy" / "grafana" / "build.py"
 #: A series selector in a PromQL expression: a metric name and its matchers.
 SELECTOR = re.compile(r"\b((?:journeyflow_\w+|up)(?:\{[^}]*\})?)")
+
+
+#: Metrics the dashboards read that this test's traffic does not make (each
+#: is exported from the first time it counts something): no action feedback
+#: is sent, no event comes over HTTP, no identifier link is refused.
+NOT_IN_THIS_TRAFFIC = {
+    "journeyflow_feedback_total",
+    "journeyflow_http_events_total",
+    "journeyflow_identity_refusals_total",
+}
+
+
+def dashboard_queries() -> list[tuple[str, str, str]]:
+    """``(dashboard, panel, PromQL)`` of every panel (``deploy/grafana/build.py``)."""
+    spec = importlib.util.spec_from_file_location("grafana_build", GRAFANA_BUILD)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    queries: list[tuple[str, str, str]] = module.expressions()
+    return queries
 
 
 def selectors(expr: str) -> set[str]:
@@ -137,6 +162,20 @@ def test_prometheus_scrapes_a_worker_and_every_rule_reads_live_series(
         eventually(lambda: not missing(), timeout=60, what=lambda: f"series for {missing()}")
         for alert in alerts:  # and each whole expression evaluates
             query(alert["expr"])
+
+        # the dashboards' queries evaluate, and every metric they read is
+        # there, but those only some traffic makes (listed, with why)
+        panels = dashboard_queries()
+        assert len(panels) > 40
+        for board, panel, expr in panels:
+            try:
+                query(expr)
+            except AssertionError as exc:
+                raise AssertionError(f"{board} / {panel}: {expr}") from exc
+        read = {m for _, _, expr in panels for m in re.findall(r"journeyflow_\w+", expr)}
+        read = {re.sub(r"_(bucket|sum|count)$", "", m) for m in read}
+        absent = sorted(m for m in read if not query(f"count({{__name__=~'{m}(_bucket)?'}})"))
+        assert absent == sorted(NOT_IN_THIS_TRAFFIC & read), absent
     finally:
         prometheus.terminate()
         try:

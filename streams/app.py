@@ -258,16 +258,18 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.timer(interval=5.0)
     async def refresh_gauges() -> None:
-        """Consumer lag per assigned partition, and readiness."""
+        """Consumer lag per assigned partition (and only those), and readiness."""
         monitor = app.monitor
         ends = getattr(monitor, "tp_end_offsets", None) or {}
         committed = getattr(monitor, "tp_committed_offsets", None) or {}
-        for tp in app.consumer.assignment() if app.consumer else ():
-            end = ends.get(tp)
-            if end is None:
-                continue
-            done = committed.get(tp) or 0
-            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
+        assignment = app.consumer.assignment() if app.consumer else set()
+        lags = {
+            (tp.topic, tp.partition): max(0, ends[tp] - (committed.get(tp) or 0))
+            for tp in assignment
+            if ends.get(tp) is not None
+        }
+        keyed = {tp.partition for tp in assignment if tp.topic == specs.keyed.name}
+        metrics.hold(lags, keyed)
         metrics.ready.set(1 if is_ready() else 0)
         if learning is not None:
             learning.refresh_gauges(time.time())

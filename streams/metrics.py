@@ -26,6 +26,8 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        #: Journey partitions with an event-time clock shown.
+        self._clocks: set[int] = set()
         self.events = Counter(
             "journeyflow_events_total",
             "Input events by outcome: processed, duplicate, redelivered (read again after a "
@@ -205,6 +207,19 @@ class Metrics:
             registry=registry,
         )
 
+    def hold(self, lags: dict[tuple[str, int], int], journey_partitions: set[int]) -> None:
+        """What this worker holds now (refreshed every few seconds): the lag of
+        each assigned partition, ``(topic, partition) -> records``, and the
+        event-time clocks of only the journey partitions it applies. A
+        partition a rebalance moved away no longer shows its last values here
+        while its new owner reports its own (sums would count it twice)."""
+        self.consumer_lag.clear()
+        for (topic, partition), lag in lags.items():
+            self.consumer_lag.labels(topic, str(partition)).set(lag)
+        for partition in self._clocks - journey_partitions:
+            self.partition_clock.remove(str(partition))
+        self._clocks &= journey_partitions
+
     def record_batch(self, batch: Batch, now_s: float) -> None:
         """Count what one applied batch did (``now_s``: wall clock, for latency)."""
         for name, n in batch.counts.items():
@@ -245,6 +260,7 @@ class Metrics:
             observe(max(0.0, now_s - stamp_ms / 1000))
         for partition, clock_ms in batch.clocks.items():
             self.partition_clock.labels(str(partition)).set(clock_ms / 1000)
+            self._clocks.add(partition)
         self.batch_records.observe(len(batch.records))
         if batch.started is not None:
             self.batch_seconds.observe(time.perf_counter() - batch.started)

@@ -59,3 +59,23 @@ def test_inputs_by_channel_add_up_to_the_outcomes() -> None:
         by_outcome[outcome] += int(n)
     events = samples(metrics, "journeyflow_events_total")
     assert by_outcome["processed"] == events[("processed",)] == rt.counts["processed"]
+
+
+def test_partitions_moved_away_stop_showing_their_lag_and_clock() -> None:
+    metrics = Metrics(CollectorRegistry())
+    batch = Batch(clocks={0: 5_000, 1: 6_000, 2: 7_000})
+    metrics.record_batch(batch, time.time())
+    metrics.hold({("t", 0): 4, ("t", 1): 0, ("keyed", 1): 9}, {0, 1, 2})
+    # a rebalance took partitions 0 and 2 of both topics away
+    metrics.hold({("t", 1): 3, ("keyed", 1): 2}, {1})
+    assert samples(metrics, "journeyflow_consumer_lag_messages") == {
+        ("t", "1"): 3.0,
+        ("keyed", "1"): 2.0,
+    }
+    assert samples(metrics, "journeyflow_partition_event_time_seconds") == {("1",): 6.0}
+    # given back, a partition's clock shows again with its next batch
+    metrics.record_batch(Batch(clocks={2: 8_000}), time.time())
+    assert samples(metrics, "journeyflow_partition_event_time_seconds") == {
+        ("1",): 6.0,
+        ("2",): 8.0,
+    }

@@ -136,8 +136,8 @@ def scrape_counters(port: int) -> dict[str, float]:
                 "journeyflow_batch_seconds_sum",
                 "journeyflow_batch_seconds_count",
                 "journeyflow_batch_records_sum",
-                "journeyflow_pipeline_seconds_sum",
-                "journeyflow_pipeline_seconds_count",
+                "journeyflow_latency_seconds_sum",
+                "journeyflow_latency_seconds_count",
             )
         ):
             name, _, value = line.rpartition(" ")

@@ -184,7 +184,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     # this worker alone writes the stores of the partitions it applies, between
     # two positionings: what it decoded is kept without reading the store again
     engine.trust()
-    transport.positioned = engine.forget
+
+    def positioned() -> None:
+        engine.forget()
+        metrics.rebalances.inc()
+
+    transport.positioned = positioned
+    transport.restored = metrics.restored_records.inc
 
     crashing: list[asyncio.Future[None]] = []
 

@@ -520,8 +520,10 @@ class Batch:
     counts: Counter[str] = field(default_factory=Counter)
     #: Touchpoints applied to journeys, by ``(channel, outcome)``.
     inputs: Counter[tuple[str, str]] = field(default_factory=Counter)
-    #: Kafka timestamps (ms) of the input records of the events applied.
+    #: Kafka timestamps (ms) of the re-keyed records of the events applied.
     applied_timestamps: list[int] = field(default_factory=list)
+    #: Kafka timestamps (ms) of the touchpoints admitted (for the metrics).
+    admitted_timestamps: list[int] = field(default_factory=list)
     #: Partition -> its event-time clock after the batch (ms).
     clocks: dict[int, int] = field(default_factory=dict)
     #: ``time.perf_counter()`` when stepping began (for the shell's metrics).
@@ -744,6 +746,8 @@ class BatchEngine:
             self._dead_letter(batch, result)
         else:
             batch.messages.append(route_event(result, quiet=record.quiet))
+            if record.timestamp_ms is not None:
+                batch.admitted_timestamps.append(record.timestamp_ms)
 
     def _feedback(self, batch: Batch, record: Record) -> None:
         """An action's outcome, sent to the customer it names (One-ID forwards

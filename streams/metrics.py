@@ -76,9 +76,13 @@ class Metrics:
             buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
             registry=registry,
         )
-        self.pipeline_seconds = Histogram(
-            "journeyflow_pipeline_seconds",
-            "From the input record's Kafka timestamp to the journey update.",
+        self.latency = Histogram(
+            "journeyflow_latency_seconds",
+            "Wall-clock time per hop, until the batch that applied a record is done: "
+            "admission, from a touchpoint's Kafka timestamp until its re-keyed record is "
+            "acknowledged; journey, from the re-keyed record until its journey is written "
+            "(the outputs it decided are acknowledged before).",
+            ["hop"],
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
@@ -86,6 +90,19 @@ class Metrics:
             "journeyflow_consumer_lag_messages",
             "Messages behind the end of each assigned input partition.",
             ["topic", "partition"],
+            registry=registry,
+        )
+        self.rebalances = Counter(
+            "journeyflow_rebalances_total",
+            "Times this worker's consumer was positioned for a new assignment: once at start "
+            "and after each rebalance, when the partitions it was given have their tables "
+            "recovered.",
+            registry=registry,
+        )
+        self.restored_records = Counter(
+            "journeyflow_restored_records_total",
+            "Changelog records this worker restored into its tables, recovering partitions "
+            "it was given (after a start on an empty or stale folder, or a rebalance).",
             registry=registry,
         )
         self.http_events = Counter(
@@ -255,9 +272,13 @@ class Metrics:
             self.examples.labels(target, label).inc(n)
         for message_kind, n in collections.Counter(msg.kind for _, msg in batch.messages).items():
             self.identity_messages.labels(message_kind).inc(n)
-        observe = self.pipeline_seconds.observe
-        for stamp_ms in batch.applied_timestamps:
-            observe(max(0.0, now_s - stamp_ms / 1000))
+        for hop, stamps in (
+            ("admission", batch.admitted_timestamps),
+            ("journey", batch.applied_timestamps),
+        ):
+            observe = self.latency.labels(hop).observe
+            for stamp_ms in stamps:
+                observe(max(0.0, now_s - stamp_ms / 1000))
         for partition, clock_ms in batch.clocks.items():
             self.partition_clock.labels(str(partition)).set(clock_ms / 1000)
             self._clocks.add(partition)

@@ -244,7 +244,7 @@ class Consumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._cursors = {}
         self._dropped = set()
-        self._restore = Restore(self.app)
+        self._restore = Restore(self.app, lambda n: self.transport.restored(n))
 
     async def _seek(self, partition: TP, offset: int) -> None:
         """Seek in the consumer's own thread. Faust calls the aiokafka
@@ -457,8 +457,10 @@ class Restore:
     ``test_crash.py`` and ``test_recovery.py``.
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, restored: Callable[[int], None] = lambda n: None) -> None:
         self.app = app
+        #: Told how many records each fetch restored.
+        self.restored = restored
         self._taken: dict[TP, list[Message]] = {}
         #: Changelog records written here (not through Faust's loop) in this recovery.
         self.applied = 0
@@ -502,6 +504,7 @@ class Restore:
                 table.apply_changelog_batch([_Change(m) for m in new])
                 recovery.active_offsets[tp] = new[-1].offset
                 self.applied += len(new)
+                self.restored(len(new))
                 self._last = monotonic()
             marker = (tp, messages[-1])
         return [] if marker is None else [marker]
@@ -544,6 +547,8 @@ class Transport(faust_aiokafka.Transport):
         #: Called each time the consumer is positioned, before records of the
         #: new assignment pass (``streams.batch.BatchEngine.forget``).
         self.positioned: Callable[[], None] = lambda: None
+        #: Told how many changelog records each recovery fetch restored (metrics).
+        self.restored: Callable[[int], None] = lambda n: None
 
     def record(self, message: Message) -> Record:
         """The batch protocol's view of a consumed record."""

@@ -75,14 +75,19 @@ def rate(metric: str, by: str = "", where: str = "") -> str:
     return f"{aggregate}(rate({selector}[{WINDOW}]))"
 
 
-def percentiles(histogram: str, qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -> list[tuple[str, str]]:
-    """``(query, legend)`` of each quantile ``qs`` of a histogram (``p50``, ...)."""
-    return [(quantile(q, histogram), f"p{round(q * 100)}") for q in qs]
+def percentiles(
+    histogram: str, qs: tuple[float, ...] = (0.5, 0.95, 0.99), by: str = ""
+) -> list[tuple[str, str]]:
+    """``(query, legend)`` of each quantile ``qs`` of a histogram (``p50``, ...),
+    one series per value of the label ``by`` when given."""
+    legend = f"{{{{{by}}}}} " if by else ""
+    return [(quantile(q, histogram, by), f"{legend}p{round(q * 100)}") for q in qs]
 
 
-def quantile(q: float, histogram: str) -> str:
+def quantile(q: float, histogram: str, by: str = "") -> str:
     """A quantile of a histogram over the window, across all workers."""
-    return f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket[{WINDOW}])))"
+    keep = f"le, {by}" if by else "le"
+    return f"histogram_quantile({q}, sum by ({keep}) (rate({histogram}_bucket[{WINDOW}])))"
 
 
 def ratio(part: str, whole: str) -> str:
@@ -297,7 +302,22 @@ def ops() -> dashboard_builders.Dashboard:
                     ("journeyflow_ready", "{{instance}}"),
                     description="0 while a worker rebalances or recovers its tables, 1 once it "
                     "serves traffic (sampled every 5 s).",
-                    width=24,
+                ),
+                graph(
+                    "Rebalances and recovery, per worker",
+                    units.Short,
+                    (
+                        f"sum by (instance) (increase(journeyflow_rebalances_total[{WINDOW}]))",
+                        "{{instance}} assignments",
+                    ),
+                    (
+                        "sum by (instance) "
+                        f"(increase(journeyflow_restored_records_total[{WINDOW}])) / 1000",
+                        "{{instance}} thousand changelog records restored",
+                    ),
+                    description="A worker is positioned once at start and after each "
+                    "rebalance, when the partitions it was given have their tables recovered; "
+                    "an empty data folder restores every record of its partitions.",
                 ),
             ],
             "Throughput": [
@@ -331,10 +351,12 @@ def ops() -> dashboard_builders.Dashboard:
             ],
             "Latency": [
                 graph(
-                    "Pipeline latency",
+                    "Latency by hop",
                     units.Seconds,
-                    *percentiles("journeyflow_pipeline_seconds"),
-                    description="From an input record's Kafka timestamp to the journey update.",
+                    *percentiles("journeyflow_latency_seconds", (0.5, 0.99), by="hop"),
+                    description="admission: a touchpoint's Kafka timestamp until its re-keyed "
+                    "record is acknowledged; journey: the re-keyed record until its journey is "
+                    "written (its outputs acknowledged before).",
                 ),
                 graph(
                     "Batch time",

@@ -186,12 +186,13 @@ def http_get(url: str, timeout: float = 10) -> tuple[int, Any]:
 
 def metric_samples(url: str, *names: str) -> dict[str, float]:
     """A worker's Prometheus samples of the metrics ``names``: the sample's
-    name with its labels (``journeyflow_nba_total{result="sent"}``) -> value."""
+    name with its labels (``journeyflow_nba_total{result="sent"}``, or the
+    bare name of a metric without labels) -> value."""
     status, text = http_get(f"{url}/metrics")
     assert status == 200
     out = {}
     for line in text.splitlines():
-        if line.startswith(tuple(f"{name}{{" for name in names)):
+        if line.startswith(tuple(f"{name}{end}" for name in names for end in "{ ")):
             sample, value = line.rsplit(" ", 1)
             out[sample] = float(value)
     return out

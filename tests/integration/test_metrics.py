@@ -51,6 +51,13 @@ def test_a_live_worker_s_metrics_pass_promtool(namespace: Namespace, tmp_path: P
     for outcome in ("processed", "duplicate"):
         total = samples[f'journeyflow_events_total{{outcome="{outcome}"}}']
         assert by_channel[outcome] == total > 0, (outcome, by_channel)
+    # each touchpoint admitted and applied once: one latency per hop each
+    hops = metric_samples(worker.url, "journeyflow_latency_seconds_count")
+    applied = sum(by_channel.values())
+    assert hops == {
+        'journeyflow_latency_seconds_count{hop="admission"}': applied,
+        'journeyflow_latency_seconds_count{hop="journey"}': applied,
+    }
 
     # label values are bounded: no identifier of the traffic, typed or raw
     who = identifiers(records)

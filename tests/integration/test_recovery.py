@@ -5,12 +5,13 @@ changelog holds, and events it sees again are known as duplicates."""
 
 from __future__ import annotations
 
+import re
 import signal
 import urllib.parse
 from pathlib import Path
 
 import pytest
-from conftest import Namespace, WorkerProcess, eventually, http_get
+from conftest import Namespace, WorkerProcess, eventually, http_get, metric_samples
 from kafka_io import produce
 from test_crash import LAST_BOOK, accounted, dataset
 
@@ -86,6 +87,13 @@ def test_a_worker_on_an_empty_folder_restores_every_table(
         timeout=10,
         what=lambda: f"the restore reported; {second.log_tail()}",
     )
+    # its metrics say so too: as many records as the log, one positioning
+    logged = int(re.findall(r"(\d+) changelog records restored", second.log_path.read_text())[-1])
+    counters = metric_samples(
+        second.url, "journeyflow_restored_records_total", "journeyflow_rebalances_total"
+    )
+    assert counters["journeyflow_restored_records_total"] == logged > 0
+    assert counters["journeyflow_rebalances_total"] >= 1
 
     # the restored dedupe windows know these events: none is counted again
     again = records[:300]
@@ -123,3 +131,5 @@ def test_a_worker_stopped_cleanly_restarts_on_its_folder_without_reading_back(
     log = worker.log_path.read_text().split(f"===== start {worker.starts} =====")[-1]
     assert "Restore complete" in log, worker.log_tail()
     assert "changelog records restored" not in log, worker.log_tail()
+    restored = metric_samples(worker.url, "journeyflow_restored_records_total")
+    assert restored["journeyflow_restored_records_total"] == 0

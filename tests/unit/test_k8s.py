@@ -22,8 +22,16 @@ VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 
 
 def resources() -> list[dict[str, Any]]:
-    docs = [d for f in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
+    """What ``kubectl apply -f deploy/k8s/`` applies, and the Secret's template
+    (in a folder of its own, so that it is never applied over the real one)."""
+    files = [*sorted(K8S.glob("*.yaml")), *sorted((K8S / "secret-template").glob("*.yaml"))]
+    docs = [d for f in files for d in yaml.safe_load_all(f.read_text())]
     return [d for d in docs if d]
+
+
+def test_applying_the_folder_leaves_the_secret_alone() -> None:
+    applied = [d for f in K8S.glob("*.y*ml") for d in yaml.safe_load_all(f.read_text()) if d]
+    assert "Secret" not in {d["kind"] for d in applied}
 
 
 def one(kind: str, name: str | None = None) -> dict[str, Any]:

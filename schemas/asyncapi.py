@@ -126,8 +126,7 @@ def document(settings: Settings | None = None) -> dict[str, Any]:
             "description": spec.purpose,
             "messages": {message: {"$ref": f"#/components/messages/{message}"}},
         }
-        verb = "receive" if action == "receive" else "send"
-        operations[f"{verb}{channel[0].upper()}{channel[1:]}"] = {
+        operations[f"{action}{channel[0].upper()}{channel[1:]}"] = {
             "action": action,
             "channel": {"$ref": f"#/channels/{channel}"},
             "summary": summary,

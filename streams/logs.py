@@ -17,8 +17,9 @@ from typing import Any
 
 import orjson
 
-#: Fields of a log record written as keys of their own when set (``extra=``).
-IDS = ("topic", "partition", "offset", "records", "partitions", "target", "version", "event_id")
+#: Fields of a log record written as keys of their own when set (``extra=``):
+#: where the consumer's lines point (``where``), and a failed batch's size.
+IDS = ("topic", "partition", "offset", "records", "partitions")
 
 
 class JsonFormatter(logging.Formatter):

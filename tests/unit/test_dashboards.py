@@ -1,5 +1,6 @@
 """The Grafana dashboards in ``deploy/grafana/`` hold: the committed JSON is
-what ``build.py`` writes, each dashboard decodes through
+what ``build.py`` writes, each dashboard validates against Grafana's
+dashboard JSON Schema (``tests/grafana``) and decodes through
 grafana-foundation-sdk's dashboard model (generated from Grafana's schema)
 without losing or changing a field and keeps the rules that model leaves to
 Grafana, every query is PromQL that ``promtool`` parses and reads only
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from grafana_foundation_sdk.cog import runtime
@@ -47,6 +49,32 @@ def load_build() -> ModuleType:
 
 build = load_build()
 FILES = sorted(p.name for p in build.DASHBOARDS.glob("*.json"))
+
+
+def grafana_schema() -> dict[str, Any]:
+    """Grafana 11.1's dashboard JSON Schema (``tests/grafana/README.md``), with a
+    threshold step's value allowed to be null, as the SDK corrected it later."""
+    path = ROOT / "tests" / "grafana" / "dashboard.jsonschema.json"
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    value = schema["definitions"]["Threshold"]["properties"]["value"]
+    assert value.pop("type") == "number"
+    value["anyOf"] = [{"type": "number"}, {"type": "null"}]
+    jsonschema.Draft7Validator.check_schema(schema)
+    return schema
+
+
+SCHEMA = jsonschema.Draft7Validator(grafana_schema())
+
+
+def schema_errors(data: dict[str, Any]) -> list[str]:
+    """Where and why the dashboard breaks the schema (of a panel that is
+    neither kind of panel, why it is not the likelier one)."""
+    out = []
+    for error in SCHEMA.iter_errors(data):
+        if error.context:  # anyOf: the alternative that came closest
+            error = jsonschema.exceptions.best_match(error.context)
+        out.append(f"/{'/'.join(map(str, error.absolute_path))}: {error.message}")
+    return sorted(out)
 
 
 def committed(name: str) -> dict[str, Any]:
@@ -114,6 +142,32 @@ def test_the_round_trip_catches_a_misspelt_field(path: tuple[str | int, ...]) ->
         node = node[key]
     node[path[-1]] = "x"
     assert round_trip(data) != data
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_each_dashboard_is_valid_by_grafanas_schema(name: str) -> None:
+    assert schema_errors(committed(name)) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("panels", 1, "gridPos", "w"), "12"),  # a number as a string
+        (("panels", 1, "fieldConfg"), {}),  # a misspelt panel field
+        (("refresh",), 30),  # a refresh interval is a string
+        (("templating", "list", 0, "refresh"), 7),  # not one of Grafana's refresh modes
+        (("pannels",), []),  # a misspelt dashboard field
+    ],
+)
+def test_the_schema_catches_what_grafana_would_refuse(
+    path: tuple[str | int, ...], value: object
+) -> None:
+    data = copy.deepcopy(committed("journeyflow-ops.json"))
+    node: Any = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    assert schema_errors(data)
 
 
 @pytest.mark.parametrize("name", FILES)

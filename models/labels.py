@@ -26,8 +26,8 @@ customer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
 
 HOUR = 3_600_000
 Target = Literal["convert", "churn"]
@@ -53,6 +53,16 @@ class Decision:
     #: Target -> version of the model snapshot that gave the score (0: an
     #: untrained model).
     versions: dict[str, int] = field(default_factory=dict)
+    #: The holdout group of the action chosen at this decision: ``treated``
+    #: (sent) or ``holdout`` (logged, not sent); None when none was chosen.
+    #: Its labels say how treated and held-out customers convert (the lift).
+    group: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Decision:
+        """Read a stored decision; fields a newer writer added are ignored
+        (a worker of this version reading them during a rolling upgrade)."""
+        return cls(**{k: v for k, v in data.items() if k in _DECISION_FIELDS})
 
     def due_ms(self, horizons: Horizons) -> tuple[int, ...]:
         """Event times at which the clock labels the open targets."""
@@ -77,6 +87,17 @@ class Example:
     #: Target ``responses`` only: the action and segment (``action|segment``,
     #: ``models.bandit``) whose delivery this is the outcome of.
     arm: str | None = None
+    #: The decision's holdout group (:attr:`Decision.group`).
+    group: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Example:
+        """Read a stored or sent example (fields a newer writer added are ignored)."""
+        return cls(**{k: v for k, v in data.items() if k in _EXAMPLE_FIELDS})
+
+
+_DECISION_FIELDS = frozenset(f.name for f in fields(Decision))
+_EXAMPLE_FIELDS = frozenset(f.name for f in fields(Example))
 
 
 def _label(target: str, bought: bool) -> bool:
@@ -93,6 +114,7 @@ def _example(d: Decision, target: str, bought: bool, at_ms: int) -> Example:
         d.versions.get(target, 0),
         _label(target, bought),
         at_ms,
+        group=d.group,
     )
 
 

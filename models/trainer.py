@@ -74,7 +74,7 @@ def decode_example(raw: bytes) -> Example:
     data = orjson.loads(raw)
     if not isinstance(data, dict):
         raise ValueError("an example is a JSON object")
-    return Example(**data)
+    return Example.from_dict(data)
 
 
 class Trainer:

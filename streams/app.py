@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,8 @@ from streams.batch import (
     BatchLimits,
     Messages,
     applied_key,
+    stage_counts,
+    stages_key,
 )
 from streams.config import ingest_policy, model_specs, oneid_config
 from streams.learning import Learning
@@ -275,7 +278,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             if ends.get(tp) is not None
         }
         keyed = {tp.partition for tp in assignment if tp.topic == specs.keyed.name}
-        metrics.hold(lags, keyed)
+        customers: Counter[str] = Counter()
+        for partition in keyed:
+            customers.update(stage_counts(tables.read("timers", partition, stages_key(partition))))
+        metrics.hold(lags, keyed, customers)
         metrics.ready.set(1 if is_ready() else 0)
         if learning is not None:
             learning.refresh_gauges(time.time())

@@ -99,6 +99,25 @@ def budget_key(partition: int) -> bytes:
     return b"\x00budget:%d" % partition
 
 
+def stages_key(partition: int) -> bytes:
+    """``timers`` key of how many of a partition's journeys are in each stage."""
+    return b"\x00stages:%d" % partition
+
+
+def stage_counts(raw: bytes | None) -> dict[str, int]:
+    """A partition's journeys by stage, from its ``stages_key`` record: kept
+    by the batches that move journeys between stages (a stage with none left
+    is gone); journeys written by a version before it kept them are not in it.
+
+    >>> stage_counts(b'{"interest": 3, "purchase": 1}')
+    {'interest': 3, 'purchase': 1}
+    >>> stage_counts(None)
+    {}
+    """
+    counts: dict[str, int] = orjson.loads(raw) if raw else {}
+    return counts
+
+
 def applied_key(partition: int) -> bytes:
     """``timers`` key of where the applied records of a partition of the
     internal topic end (``streams.transport`` rewinds to it)."""
@@ -404,7 +423,11 @@ class PartitionView:
         return old
 
     def changes(self) -> dict[str, dict[bytes, bytes | None]]:
-        """Every changed key, encoded (None: deleted)."""
+        """Every changed key, encoded (None: deleted); called once, when the
+        batch is closed (it adds the batch's stage moves to the partition's
+        counts)."""
+        if self.stage_moves:
+            self._count_stages()
         out: dict[str, dict[bytes, bytes | None]] = {}
         if self._dirty_aliases:
             out["aliases"] = _encoded(
@@ -420,6 +443,16 @@ class PartitionView:
             for k, raw in timers.items():
                 self._keep_timer(k, raw)
         return out
+
+    def _count_stages(self) -> None:
+        """The partition's journeys by stage, with this batch's moves."""
+        key = stages_key(self.partition)
+        counts = Counter(stage_counts(self.get(key)))
+        for (before, after), n in self.stage_moves.items():
+            counts[before] -= n
+            counts[after] += n
+        del counts["none"]
+        self[key] = orjson.dumps({stage: n for stage, n in sorted(counts.items()) if n})
 
     def _journeys_changed(self) -> dict[bytes, bytes | None]:
         """The changed journeys' records and window pages, in the order the
@@ -524,10 +557,18 @@ class Batch:
     applied_timestamps: list[int] = field(default_factory=list)
     #: Kafka timestamps (ms) of the touchpoints admitted (for the metrics).
     admitted_timestamps: list[int] = field(default_factory=list)
+    #: Kafka timestamps (ms) of the re-keyed records that decided outputs, one
+    #: per output (for the metrics).
+    output_timestamps: list[int] = field(default_factory=list)
+    #: Deliveries of catalog actions reported: ms after their ``not_before``.
+    delivered_after_ms: list[int] = field(default_factory=list)
     #: Partition -> its event-time clock after the batch (ms).
     clocks: dict[int, int] = field(default_factory=dict)
     #: ``time.perf_counter()`` when stepping began (for the shell's metrics).
     started: float | None = None
+    #: Wall clock (epoch s) when the shell's sink had the batch's records
+    #: acknowledged (for the metrics).
+    sent: float | None = None
     _changes: Changes | None = None
 
     def changes(self) -> Changes:
@@ -830,13 +871,18 @@ class BatchEngine:
         for letter in fx.dead_letters:
             self._dead_letter(batch, letter)
         batch.messages.extend(fx.sends)
-        batch.outputs.extend(fx.outputs)
+        if fx.outputs:
+            batch.outputs.extend(fx.outputs)
+            if record.timestamp_ms is not None:
+                batch.output_timestamps.extend([record.timestamp_ms] * len(fx.outputs))
         batch.examples.extend(fx.examples)
         batch.merges.extend(fx.merges)
         if fx.late:
             batch.counts["late"] += 1
         if fx.feedback is not None:
             batch.counts[f"feedback_{fx.feedback}"] += 1
+            if fx.delivered_after_ms is not None:
+                batch.delivered_after_ms.append(fx.delivered_after_ms)
         for reason in fx.refusals:
             batch.counts[f"refused_{reason}"] += 1
         _count_actions(batch, fx.outputs, fx.left_out)

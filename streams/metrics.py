@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 _OUTCOMES = ("processed", "duplicate", "redelivered", "erased", "dead_lettered")
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+#: Hops also take longer: a delivery by marketing automation, a lagging worker.
+_HOP_BUCKETS = (*_LATENCY_BUCKETS, 10, 30, 60, 300)
 
 
 class Metrics:
@@ -52,6 +55,16 @@ class Metrics:
             ["from_stage", "to_stage"],
             registry=registry,
         )
+        self.customers = Gauge(
+            "journeyflow_customers",
+            "Customers in each stage (AIPL by default: JOURNEYFLOW_STAGE_MODEL) in the journey "
+            "partitions this worker holds (sum over workers: all customers). A count per "
+            "partition, in the timers table, kept by each batch's stage moves: a worker "
+            "killed while sending a batch's changes can leave it off by that batch's moves; "
+            "journeys last written before workers kept it count from their next stage change.",
+            ["stage"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "journeyflow_dead_letters_total",
             "Inputs sent to the DLQ, by reason.",
@@ -78,12 +91,14 @@ class Metrics:
         )
         self.latency = Histogram(
             "journeyflow_latency_seconds",
-            "Wall-clock time per hop, until the batch that applied a record is done: "
-            "admission, from a touchpoint's Kafka timestamp until its re-keyed record is "
-            "acknowledged; journey, from the re-keyed record until its journey is written "
-            "(the outputs it decided are acknowledged before).",
+            "Time per hop: admission, from a touchpoint's Kafka timestamp until its re-keyed "
+            "record is acknowledged; journey, from the re-keyed record until its journey is "
+            "written; output, from the re-keyed record until each output it decided is "
+            "acknowledged (before the journey is written: a trigger's end to end is admission "
+            "+ output); delivered, from a catalog action's not_before until the delivery its "
+            "feedback reports (occurred_at: how long marketing automation took).",
             ["hop"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=_HOP_BUCKETS,
             registry=registry,
         )
         self.consumer_lag = Gauge(
@@ -136,6 +151,15 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.shared_identifiers = Counter(
+            "journeyflow_shared_identifiers_total",
+            "Identifiers found shared, by identifier type (phone, member_id, ...): seen with "
+            "more people than JOURNEYFLOW_SHARED_IDENTIFIER_PARTNERS (a shop tablet, a test "
+            "phone), so they link no one from then on; each is also a shared_identifier alert "
+            "on journeyflow.alerts.",
+            ["type"],
+            registry=registry,
+        )
         self.merges = Counter(
             "journeyflow_merges_total",
             "Customers merged into another (published on the merges topic).",
@@ -163,6 +187,17 @@ class Metrics:
             registry=registry,
         )
 
+        self.lift_labels = Counter(
+            "journeyflow_lift_labels_total",
+            "Conversion labels of the decisions an action was chosen at (the holdout's "
+            "measure), by group (treated: the action was sent; holdout: logged, not sent) and "
+            "label: converted (an order within the convert horizon), not_converted (none by "
+            "then), corrected (a not_converted label a late order turned). Conversion per "
+            "group is (converted + corrected) / (converted + not_converted); the measured "
+            "lift is treated's minus holdout's.",
+            ["group", "label"],
+            registry=registry,
+        )
         self.decisions = Counter(
             "journeyflow_decisions_total",
             "Decisions at decision points, by result: recorded (scored, waiting for its "
@@ -224,15 +259,24 @@ class Metrics:
             registry=registry,
         )
 
-    def hold(self, lags: dict[tuple[str, int], int], journey_partitions: set[int]) -> None:
+    def hold(
+        self,
+        lags: dict[tuple[str, int], int],
+        journey_partitions: set[int],
+        customers: Mapping[str, int] | None = None,
+    ) -> None:
         """What this worker holds now (refreshed every few seconds): the lag of
-        each assigned partition, ``(topic, partition) -> records``, and the
-        event-time clocks of only the journey partitions it applies. A
-        partition a rebalance moved away no longer shows its last values here
-        while its new owner reports its own (sums would count it twice)."""
+        each assigned partition, ``(topic, partition) -> records``, the
+        event-time clocks of only the journey partitions it applies, and the
+        customers of those partitions by stage. A partition a rebalance moved
+        away no longer shows its last values here while its new owner reports
+        its own (sums would count it twice)."""
         self.consumer_lag.clear()
         for (topic, partition), lag in lags.items():
             self.consumer_lag.labels(topic, str(partition)).set(lag)
+        self.customers.clear()
+        for stage, n in (customers or {}).items():
+            self.customers.labels(stage).set(max(0, n))
         for partition in self._clocks - journey_partitions:
             self.partition_clock.remove(str(partition))
         self._clocks &= journey_partitions
@@ -263,6 +307,12 @@ class Metrics:
             (o.kind, o.rule_id) for o in batch.outputs
         ).items():
             self.outputs.labels(kind, rule).inc(n)
+        for id_type, n in collections.Counter(
+            o.customer_id.partition(":")[0]
+            for o in batch.outputs
+            if o.rule_id == "shared_identifier"
+        ).items():
+            self.shared_identifiers.labels(id_type).inc(n)
         if batch.merges:
             self.merges.inc(len(batch.merges))
         for (target, label), n in collections.Counter(
@@ -270,15 +320,28 @@ class Metrics:
             for e in batch.examples
         ).items():
             self.examples.labels(target, label).inc(n)
+        for (group, label), n in collections.Counter(
+            # a convert correction is always a late order (labels.on_transaction)
+            (e.group, "corrected" if e.correction else "converted" if e.label else "not_converted")
+            for e in batch.examples
+            if e.group is not None and e.target == "convert"
+        ).items():
+            self.lift_labels.labels(group, label).inc(n)
         for message_kind, n in collections.Counter(msg.kind for _, msg in batch.messages).items():
             self.identity_messages.labels(message_kind).inc(n)
-        for hop, stamps in (
-            ("admission", batch.admitted_timestamps),
-            ("journey", batch.applied_timestamps),
+        sent_s = now_s if batch.sent is None else batch.sent
+        for hop, stamps, until_s in (
+            ("admission", batch.admitted_timestamps, now_s),
+            ("journey", batch.applied_timestamps, now_s),
+            ("output", batch.output_timestamps, sent_s),
         ):
             observe = self.latency.labels(hop).observe
             for stamp_ms in stamps:
-                observe(max(0.0, now_s - stamp_ms / 1000))
+                observe(max(0.0, until_s - stamp_ms / 1000))
+        if batch.delivered_after_ms:
+            observe = self.latency.labels("delivered").observe
+            for after_ms in batch.delivered_after_ms:
+                observe(after_ms / 1000)
         for partition, clock_ms in batch.clocks.items():
             self.partition_clock.labels(str(partition)).set(clock_ms / 1000)
             self._clocks.add(partition)

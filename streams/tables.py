@@ -28,6 +28,7 @@ changelog another worker would restore from.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -244,6 +245,7 @@ class KafkaSink:
         for example in batch.examples:
             out.add(self.examples, example.decision_id.encode(), encode_example(example))
         await out.flush()
+        batch.sent = time.time()
 
     async def write(self, batch: Batch) -> None:
         """Each changed key's changelog record, acknowledged; then the stores."""

@@ -94,6 +94,20 @@ def ratio(part: str, whole: str) -> str:
     return f"{part} / {whole}"
 
 
+#: Conversion labels of the decisions an action was chosen at, by group.
+LIFT = "journeyflow_lift_labels_total"
+
+
+def conversion(group: str, window: str) -> str:
+    """The share of ``group``'s labelled decisions that converted over ``window``
+    (a late order's correction turns a not_converted label round)."""
+
+    def labels(which: str) -> str:
+        return f'sum(increase({LIFT}{{group="{group}",label=~"{which}"}}[{window}]))'
+
+    return ratio(labels("converted|corrected"), labels("converted|not_converted"))
+
+
 def as_stage(side: str, where: str) -> str:
     """Stage transitions per second with ``side`` (from_stage or to_stage) as ``stage``."""
     moves = f"rate(journeyflow_stage_transitions_total{{{where}}}[{WINDOW}])"
@@ -196,18 +210,25 @@ def funnel(model: StageModel) -> bargauge.Panel:
         )
         for stage, label in stages
     ]
+    return bars(
+        f"{model.name}: entries per stage, last 24 h",
+        f"{model.description} Journeys that entered each stage in the last 24 hours "
+        "(a journey may skip a stage, and decay rules move it back). Only the stage model "
+        "the workers run (JOURNEYFLOW_STAGE_MODEL) has data.",
+        *targets,
+    )
+
+
+def bars(title: str, description: str, *targets: tuple[str, str], width: int = 8) -> bargauge.Panel:
+    """Horizontal bars, a value now for each ``(expression, legend)``."""
     return (
         bargauge.Panel()
-        .title(f"{model.name}: entries per stage, last 24 h")
-        .description(
-            f"{model.description} Journeys that entered each stage in the last 24 hours "
-            "(a journey may skip a stage, and decay rules move it back). Only the stage model "
-            "the workers run (JOURNEYFLOW_STAGE_MODEL) has data."
-        )
+        .title(title)
+        .description(description)
         .datasource(DATASOURCE)
         .unit(units.Short)
         .min(0)
-        .span(8)
+        .span(width)
         .height(9)
         .targets(queries(*targets, instant=True))
         .reduce_options(last_value())
@@ -433,6 +454,23 @@ def journey_funnel() -> dashboard_builders.Dashboard:
         "How journeys move through the stage model: transitions, entries and exits per stage, "
         "and each shipped stage model's funnel.",
         {
+            "Customers": [
+                bars(
+                    "Customers per stage, now",
+                    "Journeys in each stage of the stage model the workers run, over every "
+                    "journey partition.",
+                    ("sum by (stage) (journeyflow_customers)", "{{stage}}"),
+                    width=12,
+                ),
+                graph(
+                    "Customers per stage",
+                    units.Short,
+                    ("sum by (stage) (journeyflow_customers)", "{{stage}}"),
+                    description="Journeys in each stage over time (a worker's partitions count "
+                    "once: while a rebalance moves them, a scrape may miss a few).",
+                    stack=True,
+                ),
+            ],
             "Transitions": [
                 graph(
                     "Stage transitions per minute",
@@ -479,10 +517,12 @@ def journey_funnel() -> dashboard_builders.Dashboard:
 
 def identity() -> dashboard_builders.Dashboard:
     refusals = "journeyflow_identity_refusals_total"
+    shared = "journeyflow_shared_identifiers_total"
     return board(
         "journeyflow-identity",
         "journeyflow: identity (One-ID)",
-        "One-ID: customers merged, links refused and why, and the protocol's messages.",
+        "One-ID: customers merged, links refused and why, identifiers found shared, and the "
+        "protocol's messages.",
         {
             "Merges and refusals": [
                 single(
@@ -517,6 +557,28 @@ def identity() -> dashboard_builders.Dashboard:
                     (rate(refusals, by="reason"), "{{reason}}"),
                     description="conflict_member_id, conflict_wechat_unionid, "
                     "too_many_identifiers, shared (an identifier seen with too many people).",
+                    stack=True,
+                ),
+            ],
+            "Shared identifiers": [
+                single(
+                    "Identifiers found shared, last 24 h",
+                    units.Short,
+                    f"sum(increase({shared}[1d]))",
+                    "Identifiers seen with more people than JOURNEYFLOW_SHARED_IDENTIFIER_"
+                    "PARTNERS (a shop tablet, a test phone): they link no one from then on. "
+                    "Each is a shared_identifier alert on journeyflow.alerts, with the "
+                    "identifier's keyed hash to look it up.",
+                    width=8,
+                ),
+                graph(
+                    "Identifiers found shared per hour, by type",
+                    units.Short,
+                    (f"sum by (type) (increase({shared}[1h]))", "{{type}}"),
+                    description="A step up in one type (many phones at once) is more often a "
+                    "data problem at a source (a placeholder number, a shared store account) than "
+                    "shared devices.",
+                    width=16,
                     stack=True,
                 ),
             ],
@@ -597,6 +659,44 @@ def decisions_and_models() -> dashboard_builders.Dashboard:
                     (rate("journeyflow_feedback_total", by="result"), "{{result}}"),
                     description="Action outcomes from journeyflow.feedback: counted, repeated, "
                     "unknown.",
+                ),
+            ],
+            "Holdout": [
+                single(
+                    "Held out, last 24 h",
+                    units.Short,
+                    f'sum(increase({nba}{{result="holdout"}}[1d]))',
+                    "Actions logged for held-out customers (on journeyflow.holdout, never "
+                    "sent) in the last 24 hours: the holdout's size.",
+                    width=8,
+                ),
+                single(
+                    "Measured lift, last 7 days",
+                    units.PercentUnit,
+                    f"({conversion('treated', '7d')}) - ({conversion('holdout', '7d')})",
+                    "Conversion of the decisions an action was sent at minus that of the "
+                    "decisions one was held out at, labelled in the last 7 days (an order "
+                    "within the convert horizon; intention-to-treat: the holdout is a hash "
+                    "of the customer id). `journeyflow evaluate` gives it with its confidence "
+                    "interval over a recorded day.",
+                    width=8,
+                ),
+                single(
+                    "Labelled in the holdout, last 7 days",
+                    units.Short,
+                    f'sum(increase({LIFT}{{group="holdout"}}[7d]))',
+                    "Decisions held out whose conversion is known: the fewer, the wider the "
+                    "lift's error.",
+                    width=8,
+                ),
+                graph(
+                    "Conversion by group (24 h window)",
+                    units.PercentUnit,
+                    (conversion("treated", "1d"), "treated"),
+                    (conversion("holdout", "1d"), "holdout"),
+                    description="Of the decisions labelled in the last 24 hours, the share "
+                    "converted: treated (the action was sent), holdout (logged, not sent).",
+                    width=24,
                 ),
             ],
             "Learning": [

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
@@ -617,7 +617,12 @@ def choose(
         holdout=holdout,
     )
     state = _contacted(state, out, action, start, expected, at_ms, catalog, limits)
-    return Choice(state, out, left_out)
+    group = "holdout" if holdout else "treated"
+    decisions = tuple(
+        replace(d, group=group) if d.decision_id == decision.decision_id else d
+        for d in state.decisions
+    )
+    return Choice(evolve(state, {"decisions": decisions}), out, left_out)
 
 
 def _within_budget(budget: Budget | None, at_ms: int, policies: Policies) -> bool:
@@ -726,6 +731,9 @@ class Settled:
     examples: list[Example] = field(default_factory=list)
     #: Due times to index (a delivery's response window).
     scheduled: list[int] = field(default_factory=list)
+    #: A delivery reported: ms from the action's ``not_before`` to its
+    #: delivery (the feedback's ``occurred_at``), for the latency metrics.
+    delivered_after_ms: int | None = None
 
 
 def _outcome(contact: Contact, responded: bool, at_ms: int, correction: bool = False) -> Example:
@@ -759,6 +767,7 @@ def on_feedback(state: JourneyState, feedback: Feedback, config: ActionsConfig) 
     if outcome == "delivered":
         if contact.status != "sent":
             return settled
+        settled.delivered_after_ms = max(0, at_ms - contact.at_ms)
         contact = with_status(contact, "delivered", at_ms)
         awaiting = contact.awaiting_ms
         if awaiting is not None:

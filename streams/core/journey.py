@@ -1175,8 +1175,8 @@ def encode_decisions(record: DecisionRecord) -> bytes:
 def decode_decisions(raw: bytes) -> DecisionRecord:
     data = orjson.loads(raw)
     return DecisionRecord(
-        tuple(Decision(**d) for d in data.get("decisions", ())),
-        tuple(Example(**e) for e in data.get("labelled", ())),
+        tuple(Decision.from_dict(d) for d in data.get("decisions", ())),
+        tuple(Example.from_dict(e) for e in data.get("labelled", ())),
         data.get("last_decision_ms"),
         tuple(Contact(**c) for c in data.get("contacts", ())),
         dict(data.get("ignored") or {}),

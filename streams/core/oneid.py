@@ -379,6 +379,8 @@ class Effects:
     #: What became of feedback handled here: counted, repeated, or unknown
     #: (no customer by that id).
     feedback: Literal["counted", "repeated", "unknown"] | None = None
+    #: A catalog action's delivery reported here: ms after its ``not_before``.
+    delivered_after_ms: int | None = None
     refusals: list[Refusal] = field(default_factory=list)
     #: Catalog actions left out at decisions here, by reason.
     left_out: dict[str, int] = field(default_factory=dict)
@@ -846,6 +848,7 @@ def _feedback(key: str, msg: FeedbackMsg, fx: Effects, config: _Context, positio
         counted = settled.state
         fx.examples.extend(settled.examples)
         fx.scheduled.extend(settled.scheduled)
+        fx.delivered_after_ms = settled.delivered_after_ms
     fx.set_journey(counted)
 
 

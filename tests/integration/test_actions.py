@@ -137,6 +137,12 @@ def test_actions_are_chosen_held_out_and_learn_from_feedback(
     assert snapshot["positives"] == len(clicked)
     counts = nba_counts(worker.url)
     assert counts.get("sent") == len(sent) and counts.get("holdout") == len(held)
+    # each delivery reported is a latency hop: a minute after the action's not_before
+    hops = metric_samples(
+        worker.url, "journeyflow_latency_seconds_count", "journeyflow_latency_seconds_sum"
+    )
+    assert hops['journeyflow_latency_seconds_count{hop="delivered"}'] == len(sent)
+    assert hops['journeyflow_latency_seconds_sum{hop="delivered"}'] == 60 * len(sent)
 
     shown = subprocess.run(
         [sys.executable, "-m", "streams.cli", "models", "--json"],

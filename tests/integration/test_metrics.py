@@ -51,13 +51,17 @@ def test_a_live_worker_s_metrics_pass_promtool(namespace: Namespace, tmp_path: P
     for outcome in ("processed", "duplicate"):
         total = samples[f'journeyflow_events_total{{outcome="{outcome}"}}']
         assert by_channel[outcome] == total > 0, (outcome, by_channel)
-    # each touchpoint admitted and applied once: one latency per hop each
+    # each touchpoint admitted and applied once: one latency per hop each;
+    # each output an event decided one too (those a timer fired have none)
     hops = metric_samples(worker.url, "journeyflow_latency_seconds_count")
+    decided = hops.pop('journeyflow_latency_seconds_count{hop="output"}', 0)
     applied = sum(by_channel.values())
     assert hops == {
         'journeyflow_latency_seconds_count{hop="admission"}': applied,
         'journeyflow_latency_seconds_count{hop="journey"}': applied,
     }
+    outputs = sum(metric_samples(worker.url, "journeyflow_outputs_total").values())
+    assert 0 < decided <= outputs
 
     # label values are bounded: no identifier of the traffic, typed or raw
     who = identifiers(records)

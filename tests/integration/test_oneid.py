@@ -387,6 +387,7 @@ def test_conflicting_member_ids_and_a_shared_phone_are_refused_and_reported(
     text = metrics + metrics2
     assert 'journeyflow_identity_refusals_total{reason="conflict_member_id"}' in text
     assert 'journeyflow_identity_refusals_total{reason="shared"}' in text
+    assert 'journeyflow_shared_identifiers_total{type="phone"} 1.0' in text
 
 
 def _compact_now(namespace: Namespace, topics: list[str]) -> None:

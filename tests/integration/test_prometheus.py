@@ -4,8 +4,9 @@ dead-letter, loads ``deploy/prometheus/alerts.yml``, evaluates every rule
 without error, and every series selector the rules read returns data. A rule
 that watched a metric the worker does not export, or under other labels,
 would never fire. Every dashboard query (``deploy/grafana/build.py``)
-evaluates too, and every metric the dashboards read has series, but for
-those this traffic cannot make (listed)."""
+evaluates too, and every metric the dashboards read has series: the traffic
+also shares a phone too widely, posts an event over HTTP and reports an
+action delivered, so that each has something to count."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ import urllib.parse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
-from conftest import Namespace, eventually, http_get, metric_samples
-from kafka_io import produce
-from test_learning import LEARNING, traffic
+from conftest import Namespace, eventually, http_get, http_post, metric_samples
+from kafka_io import produce, read_topic
+from test_actions import catalog_file
+from test_learning import LEARNING, touch, traffic
 
 from streams import broker
 
@@ -35,13 +38,9 @@ SELECTOR = re.compile(r"\b((?:journeyflow_\w+|up)(?:\{[^}]*\})?)")
 
 
 #: Metrics the dashboards read that this test's traffic does not make (each
-#: is exported from the first time it counts something): no action feedback
-#: is sent, no event comes over HTTP, no identifier link is refused.
-NOT_IN_THIS_TRAFFIC = {
-    "journeyflow_feedback_total",
-    "journeyflow_http_events_total",
-    "journeyflow_identity_refusals_total",
-}
+#: is exported from the first time it counts something). None: the traffic
+#: makes every one.
+NOT_IN_THIS_TRAFFIC: set[str] = set()
 
 
 def dashboard_queries() -> list[tuple[str, str, str]]:
@@ -54,6 +53,26 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
     return queries
 
 
+def shared_phone(start: datetime) -> list[tuple[bytes, bytes]]:
+    """Eight chatbot users giving the same phone: shared after three."""
+    return [
+        (
+            f"bot:t-{i}".encode(),
+            orjson.dumps(
+                {
+                    "event_id": f"t-{i}",
+                    "event_type": "chat.message",
+                    "channel": "chatbot",
+                    "occurred_at": (start + timedelta(seconds=i)).isoformat(),
+                    "identities": {"phone": "13800000000", "chatbot_user_id": f"bot:t-{i}"},
+                    "properties": {"text": "test", "sentiment": 0.0},
+                }
+            ),
+        )
+        for i in range(8)
+    ]
+
+
 def selectors(expr: str) -> set[str]:
     return {s for s in SELECTOR.findall(expr) if not s.startswith("up") or "{" in s}
 
@@ -64,13 +83,41 @@ def test_prometheus_scrapes_a_worker_and_every_rule_reads_live_series(
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("prometheus not found: install Debian's prometheus package (.ci/run does)")
-    worker = namespace.worker(tmp_path, **LEARNING).start()
-    records, _ = traffic(datetime.now(UTC) - timedelta(hours=2))
+    catalog, _ = catalog_file(tmp_path)  # a holdout large enough to convert in this traffic
+    worker = namespace.worker(
+        tmp_path,
+        JOURNEYFLOW_CATALOG_FILE=str(catalog),
+        JOURNEYFLOW_SHARED_IDENTIFIER_PARTNERS="3",
+        **LEARNING,
+    ).start()
+    start = datetime.now(UTC) - timedelta(hours=2)
+    records, _ = traffic(start)
     produce(
         namespace.bootstrap,
         namespace.topic("touchpoints"),
-        [*records, (b"broken", b'{"event_id": "x", ')],  # and a dead letter
+        [
+            *records,
+            (b"broken", b'{"event_id": "x", '),  # a dead letter
+            *shared_phone(start),  # a phone too many people share
+        ],
     )
+    # an event over HTTP, and marketing automation reporting a delivery
+    status, _ = http_post(f"{worker.url}/v1/events", touch("http-1", "live.like", 9_999, start))
+    assert status == 202
+    action = eventually(
+        lambda: next(iter(read_topic(namespace.bootstrap, namespace.topic("actions"), 5)), None),
+        timeout=120,
+        what="an action",
+    )
+    sent = orjson.loads(action.value)
+    delivered = {
+        "feedback_id": "fb-1",
+        "action_id": sent["id"],
+        "customer_id": sent["customer_id"],
+        "outcome": "delivered",
+        "occurred_at": sent["not_before"],
+    }
+    produce(namespace.bootstrap, namespace.topic("feedback"), [(None, orjson.dumps(delivered))])
     # decisions labelled, a model trained, its snapshot and quality in use
     eventually(
         lambda: (

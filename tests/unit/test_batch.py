@@ -133,9 +133,9 @@ def test_a_key_changed_by_many_records_of_a_batch_is_written_once() -> None:
     [journey_batch] = [c for c in rt.calls if c[0] == "write" and c[1] == 50 and c[2]]
     # one journey, one alias-free viewer: the journey and the two pages of its
     # window (50 entries), the partition's clock and due-time records, its
-    # burst budget (the price question's pop-up spent some), and where the
-    # partition's applied records end
-    assert journey_batch[2] <= 7
+    # burst budget (the price question's pop-up spent some), its customers by
+    # stage, and where the partition's applied records end
+    assert journey_batch[2] <= 8
     state = rt.journey_of("live_viewer_id:douyin:88231")
     assert state is not None and state.events_total == 50
 

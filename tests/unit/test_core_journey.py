@@ -648,7 +648,7 @@ def test_a_journeys_table_holds_the_window_in_pages_and_reads_it_back() -> None:
 
 def write(table: dict[bytes, bytes], state: JourneyState) -> None:
     """Write one journey through the batch protocol's view of its table."""
-    tables = {"journeys": table, "decisions": {}}
+    tables: dict[str, dict[bytes, bytes]] = {"journeys": table, "decisions": {}, "timers": {}}
 
     class Reader:
         def read(self, name: str, partition: int, k: bytes) -> bytes | None:

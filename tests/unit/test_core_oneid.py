@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from factories import KEY, T0, make_admitted, shipped_config
+from prometheus_client import CollectorRegistry
 
 from schemas.outputs import Alert
 from streams.batch import Batch, Record
@@ -23,6 +24,7 @@ from streams.core.journey import JourneyState, apply_event
 from streams.core.oneid import Fold, OneIdConfig, handle
 from streams.core.profile import DECISION_PARTS as DECIDED
 from streams.core.profile import profile_view
+from streams.metrics import Metrics
 from streams.runtime import LocalRuntime
 
 MIN = timedelta(minutes=1)
@@ -283,6 +285,12 @@ def test_a_shared_test_phone_stops_linking_after_the_limit() -> None:
     assert sum(c.events_total for c in customers.values()) == 8  # no event lost
     alerts = [o for o in rt.outputs if isinstance(o, Alert) and o.alert_type == "shared_identifier"]
     assert len(alerts) == 1
+    metrics = Metrics(CollectorRegistry())  # what the worker's metrics count of it
+    metrics.record_batch(Batch(outputs=list(rt.outputs)), 0.0)
+    shared = metrics.registry.get_sample_value(
+        "journeyflow_shared_identifiers_total", {"type": "phone"}
+    )
+    assert shared == 1
 
 
 # --- erasure -------------------------------------------------------------------------

@@ -451,8 +451,8 @@ def journey_funnel() -> dashboard_builders.Dashboard:
     return board(
         "journeyflow-funnel",
         "journeyflow: journey funnel",
-        "How journeys move through the stage model: transitions, entries and exits per stage, "
-        "and each shipped stage model's funnel.",
+        "How many customers each stage holds, how journeys move through the stage model "
+        "(transitions, entries and exits per stage), and each shipped stage model's funnel.",
         {
             "Customers": [
                 bars(
@@ -677,14 +677,14 @@ def decisions_and_models() -> dashboard_builders.Dashboard:
                     "Conversion of the decisions an action was sent at minus that of the "
                     "decisions one was held out at, labelled in the last 7 days (an order "
                     "within the convert horizon; intention-to-treat: the holdout is a hash "
-                    "of the customer id). `journeyflow evaluate` gives it with its confidence "
-                    "interval over a recorded day.",
+                    "of the customer id). No confidence interval here: `journeyflow evaluate` "
+                    "measures the lift with one on the simulator's closed loop.",
                     width=8,
                 ),
                 single(
                     "Labelled in the holdout, last 7 days",
                     units.Short,
-                    f'sum(increase({LIFT}{{group="holdout"}}[7d]))',
+                    f'sum(increase({LIFT}{{group="holdout",label=~"converted|not_converted"}}[7d]))',
                     "Decisions held out whose conversion is known: the fewer, the wider the "
                     "lift's error.",
                     width=8,

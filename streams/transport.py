@@ -498,8 +498,6 @@ class Restore:
             buffered = recovery.buffers.get(table)
             if buffered:  # older records Faust's loop holds: before these
                 table.apply_changelog_batch(buffered)
-                self.applied += len(buffered)
-                self.restored(len(buffered))
                 buffered.clear()
             new = fresh(messages, recovery.active_offsets.get(tp))
             if new:

@@ -53,9 +53,10 @@ class Decision:
     #: Target -> version of the model snapshot that gave the score (0: an
     #: untrained model).
     versions: dict[str, int] = field(default_factory=dict)
-    #: The holdout group of the action chosen at this decision: ``treated``
-    #: (sent) or ``holdout`` (logged, not sent); None when none was chosen.
-    #: Its labels say how treated and held-out customers convert (the lift).
+    #: The customer's holdout group once next-best-action arbitrated at this
+    #: decision (``streams.core.actions.grouped``): ``treated`` (an action
+    #: chosen is sent) or ``holdout`` (logged, not sent); None without a
+    #: catalog. Its labels say how each group converts (the lift).
     group: str | None = None
 
     @classmethod

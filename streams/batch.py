@@ -107,7 +107,7 @@ def stages_key(partition: int) -> bytes:
 def stage_counts(raw: bytes | None) -> dict[str, int]:
     """A partition's journeys by stage, from its ``stages_key`` record: kept
     by the batches that move journeys between stages (a stage with none left
-    is gone); journeys written by a version before it kept them are not in it.
+    is gone); tables written before the record was kept make it wrong.
 
     >>> stage_counts(b'{"interest": 3, "purchase": 1}')
     {'interest': 3, 'purchase': 1}

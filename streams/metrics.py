@@ -23,7 +23,7 @@ _OUTCOMES = ("processed", "duplicate", "redelivered", "erased", "dead_lettered")
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 #: Hops also take longer: a delivery by marketing automation, a lagging worker.
-_HOP_BUCKETS = (*_LATENCY_BUCKETS, 10, 30, 60, 300)
+_HOP_BUCKETS = (*_LATENCY_BUCKETS, 10, 30, 60, 300, 900, 3600)
 
 
 class Metrics:
@@ -58,10 +58,12 @@ class Metrics:
         self.customers = Gauge(
             "journeyflow_customers",
             "Customers in each stage (AIPL by default: JOURNEYFLOW_STAGE_MODEL) in the journey "
-            "partitions this worker holds (sum over workers: all customers). A count per "
-            "partition, in the timers table, kept by each batch's stage moves: a worker "
-            "killed while sending a batch's changes can leave it off by that batch's moves; "
-            "journeys last written before workers kept it count from their next stage change.",
+            "partitions this worker holds (sum over workers: all customers), as their journeys "
+            "are written: a decay due while a customer is idle shows with the customer's next "
+            "write (the profile's stage too). A count per partition, in the timers table, kept "
+            "by each batch's stage moves: a worker killed while sending a batch's changes can "
+            "leave it off by that batch's moves, and tables written before this count was kept "
+            "make it wrong.",
             ["stage"],
             registry=registry,
         )
@@ -94,9 +96,10 @@ class Metrics:
             "Time per hop: admission, from a touchpoint's Kafka timestamp until its re-keyed "
             "record is acknowledged; journey, from the re-keyed record until its journey is "
             "written; output, from the re-keyed record until each output it decided is "
-            "acknowledged (before the journey is written: a trigger's end to end is admission "
-            "+ output); delivered, from a catalog action's not_before until the delivery its "
-            "feedback reports (occurred_at: how long marketing automation took).",
+            "acknowledged (before the journey is written; for an event One-ID routed on, its "
+            "last record; outputs a timer fired have none); delivered, from a catalog action's "
+            "not_before until the delivery its feedback reports (occurred_at: how long "
+            "marketing automation took).",
             ["hop"],
             buckets=_HOP_BUCKETS,
             registry=registry,
@@ -189,12 +192,12 @@ class Metrics:
 
         self.lift_labels = Counter(
             "journeyflow_lift_labels_total",
-            "Conversion labels of the decisions an action was chosen at (the holdout's "
-            "measure), by group (treated: the action was sent; holdout: logged, not sent) and "
-            "label: converted (an order within the convert horizon), not_converted (none by "
-            "then), corrected (a not_converted label a late order turned). Conversion per "
-            "group is (converted + corrected) / (converted + not_converted); the measured "
-            "lift is treated's minus holdout's.",
+            "Conversion labels of the decisions next-best-action arbitrated at, action chosen "
+            "or not (intention to treat), by the customer's group (treated: what is chosen is "
+            "sent; holdout: logged, not sent) and label: converted (an order within the "
+            "convert horizon), not_converted (none by then), corrected (a not_converted label "
+            "a late order turned). Conversion per group is (converted + corrected) / "
+            "(converted + not_converted); the measured lift is treated's minus holdout's.",
             ["group", "label"],
             registry=registry,
         )

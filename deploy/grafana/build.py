@@ -76,18 +76,19 @@ def rate(metric: str, by: str = "", where: str = "") -> str:
 
 
 def percentiles(
-    histogram: str, qs: tuple[float, ...] = (0.5, 0.95, 0.99), by: str = ""
+    histogram: str, qs: tuple[float, ...] = (0.5, 0.95, 0.99), by: str = "", where: str = ""
 ) -> list[tuple[str, str]]:
     """``(query, legend)`` of each quantile ``qs`` of a histogram (``p50``, ...),
     one series per value of the label ``by`` when given."""
     legend = f"{{{{{by}}}}} " if by else ""
-    return [(quantile(q, histogram, by), f"{legend}p{round(q * 100)}") for q in qs]
+    return [(quantile(q, histogram, by, where), f"{legend}p{round(q * 100)}") for q in qs]
 
 
-def quantile(q: float, histogram: str, by: str = "") -> str:
+def quantile(q: float, histogram: str, by: str = "", where: str = "") -> str:
     """A quantile of a histogram over the window, across all workers."""
     keep = f"le, {by}" if by else "le"
-    return f"histogram_quantile({q}, sum by ({keep}) (rate({histogram}_bucket[{WINDOW}])))"
+    buckets = f"{histogram}_bucket{{{where}}}" if where else f"{histogram}_bucket"
+    return f"histogram_quantile({q}, sum by ({keep}) (rate({buckets}[{WINDOW}])))"
 
 
 def ratio(part: str, whole: str) -> str:
@@ -374,10 +375,17 @@ def ops() -> dashboard_builders.Dashboard:
                 graph(
                     "Latency by hop",
                     units.Seconds,
-                    *percentiles("journeyflow_latency_seconds", (0.5, 0.99), by="hop"),
+                    *percentiles(
+                        "journeyflow_latency_seconds",
+                        (0.5, 0.99),
+                        by="hop",
+                        where='hop!="delivered"',
+                    ),
                     description="admission: a touchpoint's Kafka timestamp until its re-keyed "
                     "record is acknowledged; journey: the re-keyed record until its journey is "
-                    "written (its outputs acknowledged before).",
+                    "written; output: the re-keyed record until each output it decided is "
+                    "acknowledged, before the journey is written (alert JourneyflowOutputsSlow "
+                    "above 5 s). Deliveries are on the decisions dashboard.",
                 ),
                 graph(
                     "Batch time",
@@ -654,6 +662,16 @@ def decisions_and_models() -> dashboard_builders.Dashboard:
                     (rate("journeyflow_outputs_total", by="kind, rule"), "{{kind}} {{rule}}"),
                 ),
                 graph(
+                    "Delivery by marketing automation",
+                    units.Seconds,
+                    *percentiles(
+                        "journeyflow_latency_seconds", (0.5, 0.99), where='hop="delivered"'
+                    ),
+                    description="From a catalog action's not_before until the delivery its "
+                    "feedback reports (occurred_at): the time marketing automation takes, "
+                    "quiet hours' deferral not included.",
+                ),
+                graph(
                     "Feedback by result",
                     units.OpsPerSecond,
                     (rate("journeyflow_feedback_total", by="result"), "{{result}}"),
@@ -674,11 +692,12 @@ def decisions_and_models() -> dashboard_builders.Dashboard:
                     "Measured lift, last 7 days",
                     units.PercentUnit,
                     f"({conversion('treated', '7d')}) - ({conversion('holdout', '7d')})",
-                    "Conversion of the decisions an action was sent at minus that of the "
-                    "decisions one was held out at, labelled in the last 7 days (an order "
-                    "within the convert horizon; intention-to-treat: the holdout is a hash "
-                    "of the customer id). No confidence interval here: `journeyflow evaluate` "
-                    "measures the lift with one on the simulator's closed loop.",
+                    "Conversion (an order within the convert horizon) of the treated "
+                    "customers' decisions minus the held-out customers', labelled in the last "
+                    "7 days: every decision next-best-action arbitrated at, action chosen or "
+                    "not (intention to treat; the holdout is a hash of the customer id). No "
+                    "confidence interval here: `journeyflow evaluate` measures the lift with "
+                    "one on the simulator's closed loop.",
                     width=8,
                 ),
                 single(
@@ -694,8 +713,9 @@ def decisions_and_models() -> dashboard_builders.Dashboard:
                     units.PercentUnit,
                     (conversion("treated", "1d"), "treated"),
                     (conversion("holdout", "1d"), "holdout"),
-                    description="Of the decisions labelled in the last 24 hours, the share "
-                    "converted: treated (the action was sent), holdout (logged, not sent).",
+                    description="Of the arbitrated decisions labelled in the last 24 hours, "
+                    "the share converted, by the customer's group: treated (what is chosen is "
+                    "sent), holdout (logged, not sent).",
                     width=24,
                 ),
             ],

@@ -617,12 +617,22 @@ def choose(
         holdout=holdout,
     )
     state = _contacted(state, out, action, start, expected, at_ms, catalog, limits)
-    group = "holdout" if holdout else "treated"
+    return Choice(state, out, left_out)
+
+
+def grouped(state: JourneyState, decision: Decision, catalog: Catalog) -> JourneyState:
+    """The decision marked with its customer's group (``Decision.group``) once
+    arbitration ran at it, whether or not an action was chosen: the lift
+    compares all of each group's decisions, intention-to-treat (only the
+    decisions an action was chosen at would leave out treated customers the
+    policies stopped contacting, such as those who ignored too many, and no
+    held-out customer is ever stopped so)."""
+    group = "holdout" if in_holdout(state.customer_id, catalog) else "treated"
     decisions = tuple(
         replace(d, group=group) if d.decision_id == decision.decision_id else d
         for d in state.decisions
     )
-    return Choice(evolve(state, {"decisions": decisions}), out, left_out)
+    return evolve(state, {"decisions": decisions})
 
 
 def _within_budget(budget: Budget | None, at_ms: int, policies: Policies) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from models.labels import Example
 from schemas.outputs import Action
-from streams.core.actions import DEFAULT_TIMEZONE, Budget, choose, send_as
+from streams.core.actions import DEFAULT_TIMEZONE, Budget, choose, grouped, send_as
 from streams.core.actions import on_clock as settle_clock
 from streams.core.decisions import DecisionConfig, label_clock, label_transaction, record_decision
 from streams.core.ingest import Admitted
@@ -157,7 +157,7 @@ def step(
                 config.limits,
                 budget,
             )
-            new = choice.state
+            new = grouped(choice.state, decision, actions.catalog)
             for why, n in choice.left_out.items():
                 left_out[why] = left_out.get(why, 0) + n
             if choice.action is not None:

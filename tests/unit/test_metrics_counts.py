@@ -130,9 +130,10 @@ def test_partitions_moved_away_stop_showing_their_lag_and_clock() -> None:
 
 
 def test_the_holdout_s_conversions_are_counted_by_group(tmp_path: Path) -> None:
-    """Each labelled decision an action was chosen at counts for its group
-    (the action sent, or logged for the holdout); decisions without an action
-    count for neither."""
+    """Each labelled decision next-best-action arbitrated at counts for its
+    customer's group, whether an action was chosen there or not (intention
+    to treat); where one was, the group is the action's (sent, or logged for
+    the holdout)."""
     catalog = json.loads(
         resources.files("streams.core").joinpath("catalog/default.json").read_text()
     )
@@ -150,10 +151,12 @@ def test_the_holdout_s_conversions_are_counted_by_group(tmp_path: Path) -> None:
         if isinstance(o, Action) and o.rule_id.startswith("catalog:")
     }
     convert = [e for e in rt.examples if e.target == "convert"]
-    assert {e.group for e in convert} == {"treated", "holdout", None}
+    assert {e.group for e in convert} == {"treated", "holdout"}
     for e in convert:
-        held = chosen.get(e.decision_id)
-        assert e.group == (None if held is None else "holdout" if held else "treated")
+        if e.decision_id in chosen:
+            assert e.group == ("holdout" if chosen[e.decision_id] else "treated")
+    unchosen = Counter(e.group for e in convert if e.decision_id not in chosen)
+    assert unchosen["treated"] and unchosen["holdout"]  # in the lift all the same
     counted = Counter(
         (e.group, "corrected" if e.correction else "converted" if e.label else "not_converted")
         for e in convert
